@@ -16,6 +16,8 @@
 //! - `decode` (std): SenML JSON / CBOR into records, resolving base fields.
 //! - `validate` (std): records of one pack → accepted readings + refusals.
 //! - `ingest` (std): the batch a gateway posts to the server, and its answer.
+//! - `settings` (std): TOML config files with environment overrides, shared by
+//!   every deployable part so they all read config the same way.
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code, missing_docs)]
 
@@ -28,6 +30,8 @@ pub mod topic;
 pub mod decode;
 #[cfg(feature = "std")]
 pub mod ingest;
+#[cfg(feature = "std")]
+pub mod settings;
 #[cfg(feature = "std")]
 pub mod validate;
 
