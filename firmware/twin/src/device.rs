@@ -1,0 +1,340 @@
+//! One simulated device on MQTT, with the end-to-end acknowledgment of
+//! CONTRACT §2: every pack goes into the outbox before it is published and
+//! leaves only when the gateway names its `bt` on `apr/{apr}/{device}/ack`.
+//! Packs still unacknowledged after [`DeviceOptions::resend_after`] (and all of
+//! them after a reconnect) are published again, oldest first.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use apr_firmware::{Identity, Report, Sample};
+use apr_wire::topic::{topic, Channel};
+use rumqttc::{AsyncClient, Event, LastWill, MqttOptions, Packet, QoS};
+use tokio::sync::Notify;
+use tracing::{debug, info_span, warn, Instrument};
+
+use crate::TwinError;
+
+/// How a simulated device connects and behaves.
+#[derive(Debug, Clone)]
+pub struct DeviceOptions {
+    /// APR id.
+    pub apr: String,
+    /// Device id.
+    pub device: String,
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// MQTT username.
+    pub username: String,
+    /// MQTT password.
+    pub password: String,
+    /// Resend a pack not acknowledged after this long.
+    pub resend_after: Duration,
+    /// Most packs waiting for acknowledgment before `publish` waits.
+    pub max_unacked: usize,
+    /// Pack buffer size (a board's RAM budget; 2 KiB by default).
+    pub pack_buffer: usize,
+}
+
+impl DeviceOptions {
+    /// Options with the defaults for the other fields.
+    pub fn new(apr: &str, device: &str, host: &str, port: u16, user: &str, pass: &str) -> Self {
+        DeviceOptions {
+            apr: apr.into(),
+            device: device.into(),
+            host: host.into(),
+            port,
+            username: user.into(),
+            password: pass.into(),
+            resend_after: Duration::from_secs(10),
+            max_unacked: 512,
+            pack_buffer: 2048,
+        }
+    }
+}
+
+/// Counters of one device (or summed over a fleet).
+#[derive(Debug, Default)]
+pub struct DeviceCounters {
+    /// Packs published for the first time.
+    pub packs_sent: AtomicU64,
+    /// Packs published again (no ack in time, or after a reconnect).
+    pub packs_resent: AtomicU64,
+    /// Packs acknowledged by the gateway.
+    pub packs_acked: AtomicU64,
+    /// Readings in acknowledged packs.
+    pub readings_acked: AtomicU64,
+}
+
+struct Pending {
+    payload: Vec<u8>,
+    readings: u64,
+    sent_at: Instant,
+}
+
+#[derive(Default)]
+struct Outbox {
+    /// Keyed by `bt` in milliseconds (unique per device and pack).
+    packs: BTreeMap<i64, Pending>,
+}
+
+/// A connected simulated device.
+pub struct SimDevice {
+    opts: DeviceOptions,
+    client: AsyncClient,
+    outbox: Arc<Mutex<Outbox>>,
+    acked: Arc<Notify>,
+    counters: Arc<DeviceCounters>,
+    last_bt: f64,
+    up_topic: String,
+}
+
+fn bt_key(bt: f64) -> i64 {
+    #[allow(clippy::cast_possible_truncation)]
+    let k = (bt * 1000.0).round() as i64;
+    k
+}
+
+impl SimDevice {
+    /// Connects (in the background; rumqttc reconnects by itself) and starts
+    /// the event loop that handles acks and resends.
+    pub fn connect(opts: DeviceOptions, counters: Arc<DeviceCounters>) -> Result<Self, TwinError> {
+        Identity::new(&opts.apr, &opts.device).map_err(|_| TwinError::Identity {
+            apr: opts.apr.clone(),
+            device: opts.device.clone(),
+        })?;
+        let client_id = format!("{}.{}", opts.apr, opts.device);
+        let mut mqtt = MqttOptions::new(client_id, opts.host.clone(), opts.port);
+        mqtt.set_credentials(opts.username.clone(), opts.password.clone());
+        mqtt.set_keep_alive(Duration::from_secs(30));
+        mqtt.set_inflight(200);
+        mqtt.set_clean_session(true);
+        let status = topic(&opts.apr, &opts.device, Channel::Status);
+        mqtt.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
+        let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+        let outbox = Arc::new(Mutex::new(Outbox::default()));
+        let acked = Arc::new(Notify::new());
+        let ack_topic = topic(&opts.apr, &opts.device, Channel::Ack);
+        let up_topic = topic(&opts.apr, &opts.device, Channel::Up);
+        {
+            let client = client.clone();
+            let outbox = outbox.clone();
+            let acked = acked.clone();
+            let counters = counters.clone();
+            let up_topic = up_topic.clone();
+            let resend_after = opts.resend_after;
+            let span = info_span!("device", apr = %opts.apr, device = %opts.device);
+            tokio::spawn(
+                async move {
+                    let mut resend_tick =
+                        tokio::time::interval((resend_after / 2).max(Duration::from_millis(10)));
+                    loop {
+                        tokio::select! {
+                            ev = eventloop.poll() => match ev {
+                                Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                    debug!("connected");
+                                    if client.subscribe(&ack_topic, QoS::AtLeastOnce).await.is_err()
+                                        || client.publish(&status, QoS::AtLeastOnce, true, "online").await.is_err()
+                                    {
+                                        return;
+                                    }
+                                    // Everything unacknowledged goes again, oldest first.
+                                    resend(&client, &outbox, &up_topic, &counters, Duration::ZERO).await;
+                                }
+                                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
+                                    handle_ack(&p.payload, &outbox, &counters);
+                                    acked.notify_waiters();
+                                }
+                                Ok(_) => {}
+                                Err(rumqttc::ConnectionError::RequestsDone) => return,
+                                Err(e) => {
+                                    debug!(error = %e, "connection lost; retrying");
+                                    tokio::time::sleep(Duration::from_millis(500)).await;
+                                }
+                            },
+                            _ = resend_tick.tick() => {
+                                resend(&client, &outbox, &up_topic, &counters, resend_after).await;
+                            }
+                        }
+                    }
+                }
+                .instrument(span),
+            );
+        }
+        Ok(SimDevice {
+            opts,
+            client,
+            outbox,
+            acked,
+            counters,
+            last_bt: 0.0,
+            up_topic,
+        })
+    }
+
+    /// Encodes `samples` with the firmware core into as many packs as needed,
+    /// puts each in the outbox and publishes it. Waits while the outbox is full.
+    pub async fn publish(&mut self, samples: &[Sample]) -> Result<usize, TwinError> {
+        let id =
+            Identity::new(&self.opts.apr, &self.opts.device).map_err(|_| TwinError::Identity {
+                apr: self.opts.apr.clone(),
+                device: self.opts.device.clone(),
+            })?;
+        let mut report = Report::new(id, self.last_bt);
+        let mut buf = vec![0u8; self.opts.pack_buffer];
+        let mut done = 0;
+        let mut packs = 0;
+        while done < samples.len() {
+            self.wait_for_room().await;
+            let (len, bt, n) =
+                report
+                    .next_pack(&mut buf, &samples[done..])
+                    .map_err(|e| TwinError::Encode {
+                        apr: self.opts.apr.clone(),
+                        device: self.opts.device.clone(),
+                        reason: format!("{e:?}"),
+                    })?;
+            let payload = buf[..len].to_vec();
+            if let Ok(mut ob) = self.outbox.lock() {
+                ob.packs.insert(
+                    bt_key(bt),
+                    Pending {
+                        payload: payload.clone(),
+                        readings: n as u64,
+                        sent_at: Instant::now(),
+                    },
+                );
+            }
+            self.client
+                .publish(&self.up_topic, QoS::AtLeastOnce, false, payload)
+                .await
+                .map_err(|_| TwinError::ClientStopped(self.up_topic.clone()))?;
+            self.counters.packs_sent.fetch_add(1, Ordering::Relaxed);
+            done += n;
+            packs += 1;
+        }
+        self.last_bt = report.last_bt();
+        Ok(packs)
+    }
+
+    async fn wait_for_room(&self) {
+        loop {
+            let notified = self.acked.notified();
+            if self.unacked() < self.opts.max_unacked {
+                return;
+            }
+            let _ = tokio::time::timeout(Duration::from_secs(1), notified).await;
+        }
+    }
+
+    /// Packs waiting for the gateway's acknowledgment.
+    pub fn unacked(&self) -> usize {
+        self.outbox.lock().map(|o| o.packs.len()).unwrap_or(0)
+    }
+
+    /// Waits until every pack is acknowledged, or `timeout` passes; returns
+    /// the number still unacknowledged.
+    pub async fn drain(&self, timeout: Duration) -> usize {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let notified = self.acked.notified();
+            let left = self.unacked();
+            if left == 0 || Instant::now() >= deadline {
+                return left;
+            }
+            let _ = tokio::time::timeout(Duration::from_millis(200), notified).await;
+        }
+    }
+
+    /// Disconnects cleanly (publishing `offline` first, retained).
+    pub async fn disconnect(&self) {
+        let status = topic(&self.opts.apr, &self.opts.device, Channel::Status);
+        let _ = self
+            .client
+            .publish(status, QoS::AtLeastOnce, true, "offline")
+            .await;
+        let _ = self.client.disconnect().await;
+    }
+}
+
+fn handle_ack(payload: &[u8], outbox: &Mutex<Outbox>, counters: &DeviceCounters) {
+    let bts: Vec<f64> = match serde_json::from_slice(payload) {
+        Ok(v) => v,
+        Err(e) => {
+            warn!(error = %e, "ignoring an ack that is not a JSON array of numbers");
+            return;
+        }
+    };
+    let Ok(mut ob) = outbox.lock() else { return };
+    for bt in bts {
+        if let Some(p) = ob.packs.remove(&bt_key(bt)) {
+            counters.packs_acked.fetch_add(1, Ordering::Relaxed);
+            counters
+                .readings_acked
+                .fetch_add(p.readings, Ordering::Relaxed);
+        }
+    }
+}
+
+async fn resend(
+    client: &AsyncClient,
+    outbox: &Mutex<Outbox>,
+    up_topic: &str,
+    counters: &DeviceCounters,
+    older_than: Duration,
+) {
+    let due: Vec<Vec<u8>> = {
+        let Ok(mut ob) = outbox.lock() else { return };
+        let now = Instant::now();
+        ob.packs
+            .values_mut()
+            .filter(|p| now.duration_since(p.sent_at) >= older_than)
+            .take(256)
+            .map(|p| {
+                p.sent_at = now;
+                p.payload.clone()
+            })
+            .collect()
+    };
+    for payload in due {
+        if client
+            .publish(up_topic, QoS::AtLeastOnce, false, payload)
+            .await
+            .is_err()
+        {
+            return;
+        }
+        counters.packs_resent.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_release_exactly_the_named_packs() {
+        let ob = Mutex::new(Outbox::default());
+        for (bt, n) in [(100.5, 3u64), (160.0, 2)] {
+            ob.lock().unwrap().packs.insert(
+                bt_key(bt),
+                Pending {
+                    payload: vec![],
+                    readings: n,
+                    sent_at: Instant::now(),
+                },
+            );
+        }
+        let c = DeviceCounters::default();
+        handle_ack(b"[100.5, 999]", &ob, &c);
+        assert_eq!(ob.lock().unwrap().packs.len(), 1);
+        assert_eq!(c.packs_acked.load(Ordering::Relaxed), 1);
+        assert_eq!(c.readings_acked.load(Ordering::Relaxed), 3);
+        handle_ack(b"not json", &ob, &c);
+        assert_eq!(ob.lock().unwrap().packs.len(), 1);
+    }
+}
