@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Installs what the test suites need from Debian's packages, when missing.
+# Idempotent; needs root (apt-get) only when something is missing.
+set -euo pipefail
+
+need=()
+command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
+command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+
+if [ ${#need[@]} -gt 0 ]; then
+    echo "tests/setup.sh: installing ${need[*]} from Debian" >&2
+    if [ "$(id -u)" != 0 ]; then
+        echo "tests/setup.sh: need root to apt-get install ${need[*]}" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq >/dev/null
+    apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+fi
+# Debian's package starts a system mosquitto on port 1883; the tests start their
+# own on free ports and the demo's default broker address is 1883, so stop it.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop mosquitto >/dev/null 2>&1 || true
+fi
+pkill -x mosquitto >/dev/null 2>&1 || true
