@@ -1,1 +1,50 @@
-//! (in progress)
+//! The APR server: stores what the site gateways send and serves it to
+//! operators, engineers and the regional government (CONTRACT §3).
+//!
+//! A reading arrives in an [`apr_wire::ingest::IngestBatch`] posted by a site
+//! gateway to `POST /api/v1/ingest`. The API checks the gateway's token and
+//! scope, hands the batch to the store's writer thread, which group-commits it
+//! with every other batch waiting (one durable SQLite transaction), and only
+//! then answers with an [`apr_wire::ingest::IngestAck`]. Dashboards read it back
+//! with `GET /api/v1/aprs/{id}/readings`, raw or as bucket means, limited to the
+//! caller's scope.
+//!
+//! # Layout
+//! - [`config`]: the configuration tree and its commented template.
+//! - [`store`]: the [`store::Registry`] and [`store::SeriesStore`] traits and
+//!   [`store::SqliteStore`], which implements both (schema, writer thread,
+//!   read pool).
+//! - [`fleet`]: the fleet registry file (CSV) and its import.
+//! - [`auth`]: roles, scopes, passwords and API tokens.
+//! - [`device`]: devices and their MQTT credentials.
+//! - [`summary`]: program figures over a set of APRs.
+//! - [`counters`]: the counters and gauges exported on `/metrics`.
+//! - [`api`]: the HTTP routes, request tracing and the JSON error mapping.
+//! - [`error`]: the crate's one error type.
+//!
+//! The binary (`main.rs`) is a thin CLI over these: `serve`, `configfile`,
+//! `import-fleet`, `user add`, `token create`, `device add`.
+#![deny(unsafe_code, missing_docs)]
+
+pub mod api;
+pub mod auth;
+pub mod config;
+pub mod counters;
+pub mod device;
+pub mod error;
+pub mod fleet;
+pub mod store;
+pub mod summary;
+
+use std::sync::Arc;
+
+pub use api::{app, serve, AppState};
+pub use config::Config;
+pub use error::{Error, Result};
+
+/// Opens the SQLite store named by the configuration and builds the API
+/// state over it.
+pub fn open(config: &Config) -> Result<AppState> {
+    let store = store::SqliteStore::open(&config.store.path, config.store.read_connections)?;
+    Ok(AppState::with_sqlite(Arc::new(store), config))
+}

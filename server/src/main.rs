@@ -1,1 +1,227 @@
-fn main() {}
+//! `apr-server`: the server's command line, a thin layer over the library.
+
+use std::io::Read;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use apr_server::auth::{self, NewUser, Role};
+use apr_server::{config, device, fleet, Config};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "apr-server",
+    version,
+    about = "APR server: ingest, store and serve readings"
+)]
+struct Cli {
+    /// Configuration file (TOML); APR_SERVER__SECTION__KEY variables override it.
+    #[arg(long, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serve the HTTP API.
+    Serve,
+    /// Print a commented configuration file with the defaults.
+    Configfile,
+    /// Import (or update) the fleet registry from a CSV file.
+    ImportFleet {
+        /// The fleet file.
+        file: PathBuf,
+    },
+    /// Manage users.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// Manage API tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Manage devices.
+    Device {
+        #[command(subcommand)]
+        command: DeviceCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum UserCommand {
+    /// Add a user. The password is read from APR_PASSWORD or standard input
+    /// (gateways have none).
+    Add {
+        #[arg(long)]
+        username: String,
+        /// operator, engineer, gore, admin or gateway.
+        #[arg(long)]
+        role: String,
+        /// An APR of an operator or gateway (repeat for several).
+        #[arg(long = "apr")]
+        aprs: Vec<String>,
+        /// The region of a gore user.
+        #[arg(long)]
+        region: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create an API token for a user and print it (it is shown only once).
+    Create {
+        #[arg(long)]
+        username: String,
+        #[arg(long)]
+        label: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeviceCommand {
+    /// Add a device (or re-key it) and print its new MQTT credentials.
+    Add {
+        #[arg(long)]
+        apr: String,
+        #[arg(long)]
+        device: String,
+        /// Reporting interval, seconds.
+        #[arg(long, default_value_t = device::DEFAULT_REPORT_INTERVAL_S)]
+        interval: u32,
+    },
+}
+
+fn read_password() -> anyhow::Result<String> {
+    if let Ok(p) = std::env::var("APR_PASSWORD") {
+        return Ok(p);
+    }
+    let mut s = String::new();
+    std::io::stdin()
+        .read_to_string(&mut s)
+        .context("reading the password from standard input")?;
+    Ok(s.trim_end_matches(['\r', '\n']).to_owned())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutting down");
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    if let Command::Configfile = cli.command {
+        print!("{}", config::configfile());
+        return Ok(());
+    }
+    let config = Config::load(cli.config.as_deref())?;
+    let state = apr_server::open(&config)
+        .with_context(|| format!("opening the store {}", config.store.path.display()))?;
+    let registry = state.registry();
+    match cli.command {
+        Command::Configfile => {}
+        Command::Serve => {
+            let addr: SocketAddr = config.http.listen.parse().with_context(|| {
+                format!("[http] listen '{}' is not host:port", config.http.listen)
+            })?;
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(async {
+                let listener = tokio::net::TcpListener::bind(addr)
+                    .await
+                    .with_context(|| format!("cannot listen on {addr}"))?;
+                apr_server::serve(listener, state.clone(), shutdown_signal()).await?;
+                anyhow::Ok(())
+            })?;
+        }
+        Command::ImportFleet { file } => {
+            let r = fleet::import_file(registry, &file)?;
+            println!(
+                "{}: {} regions, {} APRs, {} rows changed",
+                file.display(),
+                r.regions,
+                r.aprs,
+                r.changed
+            );
+        }
+        Command::User {
+            command:
+                UserCommand::Add {
+                    username,
+                    role,
+                    aprs,
+                    region,
+                },
+        } => {
+            let role: Role = role.parse()?;
+            auth::check_username(&username)?;
+            auth::check_scope(role, &aprs, region.as_deref())?;
+            let password = match role {
+                Role::Gateway => None,
+                _ => Some(read_password()?),
+            };
+            if let Some(p) = &password {
+                auth::check_password(p)?;
+            }
+            auth::create_user(
+                registry,
+                &NewUser {
+                    username: username.clone(),
+                    role,
+                    password,
+                    aprs,
+                    region,
+                },
+            )?;
+            println!("user '{username}' ({role}) added");
+        }
+        Command::Token {
+            command: TokenCommand::Create { username, label },
+        } => {
+            println!(
+                "{}",
+                auth::create_token(registry, &username, label.as_deref())?
+            );
+        }
+        Command::Device {
+            command:
+                DeviceCommand::Add {
+                    apr,
+                    device,
+                    interval,
+                },
+        } => {
+            let c = device::add_device(registry, &apr, &device, interval)?;
+            println!(
+                "mqtt_username={}\nmqtt_password={}",
+                c.mqtt_username, c.mqtt_password
+            );
+        }
+    }
+    Ok(())
+}

@@ -48,7 +48,6 @@ pub struct DecodedPack {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct DecodeError(pub String);
 
-
 impl std::fmt::Display for DecodeError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(&self.0)
@@ -232,7 +231,10 @@ mod tests {
     fn decodes_cbor_with_integer_labels() {
         use ciborium::value::Value;
         let pack = Value::Array(vec![Value::Map(vec![
-            (Value::Integer((-2).into()), Value::Text("urn:apr:a:d:".into())),
+            (
+                Value::Integer((-2).into()),
+                Value::Text("urn:apr:a:d:".into()),
+            ),
             (Value::Integer((-3).into()), Value::Float(1000.5)),
             (Value::Integer(0.into()), Value::Text("chlorine".into())),
             (Value::Integer(1.into()), Value::Text("mg/l".into())),
@@ -249,8 +251,14 @@ mod tests {
     #[test]
     fn malformed_payloads_say_what_is_wrong() {
         assert!(decode_pack(b"").unwrap_err().0.contains("empty"));
-        assert!(decode_pack(b"{\"n\":1}").unwrap_err().0.contains("not a SenML"));
-        assert!(decode_pack(b"[{\"v\":\"x\"}]").unwrap_err().0.contains("JSON"));
+        assert!(decode_pack(b"{\"n\":1}")
+            .unwrap_err()
+            .0
+            .contains("not a SenML"));
+        assert!(decode_pack(b"[{\"v\":\"x\"}]")
+            .unwrap_err()
+            .0
+            .contains("JSON"));
         assert!(decode_pack(b"[1,2").is_err());
     }
 }

@@ -257,9 +257,18 @@ mod tests {
     fn refuses_non_finite_and_wrong_kinds() {
         let mut buf = [0u8; 256];
         let mut p = PackEncoder::new(&mut buf, "a", "d", 1.0).unwrap();
-        assert_eq!(p.number(Metric::Flow, 0.0, f64::NAN), Err(EncodeError::NotFinite));
-        assert_eq!(p.number(Metric::Pump, 0.0, 1.0), Err(EncodeError::WrongKind));
-        assert_eq!(p.boolean(Metric::Flow, 0.0, true), Err(EncodeError::WrongKind));
+        assert_eq!(
+            p.number(Metric::Flow, 0.0, f64::NAN),
+            Err(EncodeError::NotFinite)
+        );
+        assert_eq!(
+            p.number(Metric::Pump, 0.0, 1.0),
+            Err(EncodeError::WrongKind)
+        );
+        assert_eq!(
+            p.boolean(Metric::Flow, 0.0, true),
+            Err(EncodeError::WrongKind)
+        );
         assert_eq!(p.finish(), Err(EncodeError::Empty));
     }
 }

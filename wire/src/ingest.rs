@@ -133,7 +133,10 @@ mod tests {
 
     #[test]
     fn quarantine_excerpts_are_bounded() {
-        assert_eq!(quarantine_excerpt(&[b'x'; 5000]).len(), QUARANTINE_EXCERPT_BYTES);
+        assert_eq!(
+            quarantine_excerpt(&[b'x'; 5000]).len(),
+            QUARANTINE_EXCERPT_BYTES
+        );
         assert_eq!(quarantine_excerpt(b"abc"), "abc");
     }
 }

@@ -54,7 +54,9 @@ pub fn load_from<T: DeserializeOwned>(
         };
         let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
         if parts.iter().any(String::is_empty) {
-            return Err(SettingsError(format!("environment variable {key}: empty key part")));
+            return Err(SettingsError(format!(
+                "environment variable {key}: empty key part"
+            )));
         }
         set_path(&mut table, &parts, parse_value(&value))
             .map_err(|e| SettingsError(format!("environment variable {key}: {e}")))?;
@@ -66,7 +68,9 @@ pub fn load_from<T: DeserializeOwned>(
 fn parse_value(raw: &str) -> toml::Value {
     let probe = format!("x = {raw}");
     match probe.parse::<toml::Table>() {
-        Ok(mut t) => t.remove("x").unwrap_or_else(|| toml::Value::String(raw.into())),
+        Ok(mut t) => t
+            .remove("x")
+            .unwrap_or_else(|| toml::Value::String(raw.into())),
         Err(_) => toml::Value::String(raw.into()),
     }
 }

@@ -71,7 +71,9 @@ impl RefusalReason {
         match self {
             RefusalReason::Malformed => "mensaje ilegible: no es un paquete SenML válido",
             RefusalReason::Oversized => "mensaje demasiado grande (máximo 16 KiB)",
-            RefusalReason::SpoofedBn => "el nombre del equipo en el mensaje no coincide con el tópico",
+            RefusalReason::SpoofedBn => {
+                "el nombre del equipo en el mensaje no coincide con el tópico"
+            }
             RefusalReason::UnknownMetric => "variable desconocida",
             RefusalReason::WrongUnit => "unidad incorrecta para la variable",
             RefusalReason::OutOfRange => "valor fuera del rango físicamente posible",
@@ -224,7 +226,11 @@ fn check_record(
                 RefusalReason::MissingValue,
                 format!(
                     "{metric} needs a {} value",
-                    if kind == ValueKind::Number { "numeric v" } else { "boolean vb" }
+                    if kind == ValueKind::Number {
+                        "numeric v"
+                    } else {
+                        "boolean vb"
+                    }
                 ),
             ))
         }
@@ -244,7 +250,10 @@ fn check_record(
         r.time
     };
     if !seconds.is_finite() {
-        return Err(refuse(RefusalReason::MissingValue, "time is not finite".into()));
+        return Err(refuse(
+            RefusalReason::MissingValue,
+            "time is not finite".into(),
+        ));
     }
     #[allow(clippy::cast_possible_truncation)]
     let t_ms = (seconds * 1000.0).round() as i64;
@@ -313,11 +322,21 @@ mod tests {
         );
         assert_eq!(
             reasons(&o),
-            ["unknown_metric", "wrong_unit", "out_of_range", "future_time", "missing_value"]
+            [
+                "unknown_metric",
+                "wrong_unit",
+                "out_of_range",
+                "future_time",
+                "missing_value"
+            ]
         );
         assert_eq!(o.readings.len(), 3);
         assert_eq!(o.refusals[1].record, Some(2));
-        assert!(o.refusals[1].detail.contains("\"mg/L\""), "{}", o.refusals[1].detail);
+        assert!(
+            o.refusals[1].detail.contains("\"mg/L\""),
+            "{}",
+            o.refusals[1].detail
+        );
         assert_eq!(o.readings[1].value, 1.0);
     }
 

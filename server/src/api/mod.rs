@@ -1,0 +1,229 @@
+//! The HTTP API (CONTRACT §3), on axum.
+//!
+//! [`app`] builds the router from one route table, which the OpenAPI test
+//! also reads, so a route cannot go undocumented. [`serve`] runs it on a
+//! listener and a shutdown signal the caller provides. Every request runs in an
+//! `info` span with its method and route template, and is counted by route and
+//! status in `apr_http_requests_total`. Errors become JSON in one place
+//! (`error`): `{"error":{"code":"...","message":"..."}}`.
+//!
+//! Store calls are blocking; handlers run them on `spawn_blocking`.
+
+mod aprs;
+mod error;
+mod ingest;
+mod ops;
+mod principal;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
+use axum::http::Method;
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post, MethodRouter};
+use axum::Router;
+use tracing::Instrument;
+
+use crate::config::Config;
+use crate::counters::Counters;
+use crate::error::{Error, Result};
+use crate::store::{Registry, SeriesStore, SqliteStore};
+
+/// The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// What every handler shares: the store, the counters and the settings that
+/// matter per request. Cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    registry: Arc<dyn Registry>,
+    series: Arc<dyn SeriesStore>,
+    counters: Counters,
+    max_batch_bytes: usize,
+    scrape_token: Option<String>,
+}
+
+impl std::fmt::Debug for AppState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AppState")
+            .field("max_batch_bytes", &self.inner.max_batch_bytes)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AppState {
+    /// A state over any registry and series store.
+    pub fn new(
+        registry: Arc<dyn Registry>,
+        series: Arc<dyn SeriesStore>,
+        config: &Config,
+    ) -> AppState {
+        AppState {
+            inner: Arc::new(Shared {
+                registry,
+                series,
+                counters: Counters::default(),
+                max_batch_bytes: config.ingest.max_batch_bytes,
+                scrape_token: config.metrics.scrape_token.clone(),
+            }),
+        }
+    }
+
+    /// A state over one SQLite store serving as registry and series store.
+    pub fn with_sqlite(store: Arc<SqliteStore>, config: &Config) -> AppState {
+        AppState::new(store.clone(), store, config)
+    }
+
+    /// The registry (for fleet import, users, tokens, devices).
+    pub fn registry(&self) -> &dyn Registry {
+        &*self.inner.registry
+    }
+
+    /// The series store.
+    pub fn series(&self) -> &dyn SeriesStore {
+        &*self.inner.series
+    }
+
+    /// The counters exported on `/metrics`.
+    pub fn counters(&self) -> &Counters {
+        &self.inner.counters
+    }
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| Error::Unavailable(format!("a store task failed: {e}")))?
+}
+
+/// The route table: path template, method, handler.
+pub(crate) fn routes(
+    max_batch_bytes: usize,
+) -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
+    vec![
+        ("/healthz", Method::GET, get(ops::healthz)),
+        ("/metrics", Method::GET, get(ops::metrics)),
+        ("/api/v1/openapi.json", Method::GET, get(ops::openapi)),
+        ("/api/v1/aprs", Method::GET, get(aprs::list)),
+        ("/api/v1/aprs/{id}", Method::GET, get(aprs::one)),
+        (
+            "/api/v1/aprs/{id}/readings",
+            Method::GET,
+            get(aprs::readings),
+        ),
+        ("/api/v1/summary", Method::GET, get(aprs::summary)),
+        (
+            "/api/v1/ingest",
+            Method::POST,
+            post(ingest::ingest).layer(DefaultBodyLimit::max(max_batch_bytes)),
+        ),
+        (
+            "/api/v1/gateway/devices",
+            Method::GET,
+            get(ingest::gateway_devices),
+        ),
+    ]
+}
+
+/// The router with every route, the JSON fallbacks and the request tracing.
+pub fn app(state: AppState) -> Router {
+    let mut router = Router::new();
+    for (path, _, handler) in routes(state.inner.max_batch_bytes) {
+        router = router.route(path, handler);
+    }
+    router
+        .fallback(error::no_route)
+        .method_not_allowed_fallback(error::method_not_allowed)
+        .layer(middleware::from_fn_with_state(state.clone(), trace_request))
+        .with_state(state)
+}
+
+/// Serves `app(state)` on `listener` until `shutdown` completes, then lets
+/// the requests in flight finish.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    state: AppState,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<()> {
+    let addr = listener.local_addr().ok();
+    tracing::info!(?addr, "serving HTTP");
+    axum::serve(
+        listener,
+        app(state).into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+    .map_err(|source| Error::Io {
+        what: format!("HTTP server on {addr:?} failed"),
+        source,
+    })
+}
+
+/// Opens an `info` span per request (method, route template), records the
+/// status and latency on it, and counts the request.
+async fn trace_request(State(state): State<AppState>, req: Request, next: Next) -> Response {
+    let route = req
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("unmatched", MatchedPath::as_str)
+        .to_owned();
+    let span = tracing::info_span!(
+        "request",
+        method = %req.method(),
+        route = %route,
+        status = tracing::field::Empty,
+        latency_ms = tracing::field::Empty,
+    );
+    let start = Instant::now();
+    let response = next.run(req).instrument(span.clone()).await;
+    let status = response.status().as_u16();
+    let latency_ms = start.elapsed().as_secs_f64() * 1000.0;
+    span.record("status", status);
+    span.record("latency_ms", latency_ms);
+    span.in_scope(|| tracing::info!("answered"));
+    state.counters().record_http(&route, status);
+    response
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_route_is_in_the_openapi_document_and_back() {
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
+        let paths = doc["paths"].as_object().expect("paths");
+        let table = routes(1);
+        for (path, method, _) in &table {
+            let op = &paths
+                .get(*path)
+                .unwrap_or_else(|| panic!("{path} is not documented"))
+                [method.as_str().to_ascii_lowercase()];
+            assert!(op.is_object(), "{method} {path} is not documented");
+            assert!(
+                op["responses"].is_object(),
+                "{method} {path} has no responses"
+            );
+        }
+        for (path, ops) in paths {
+            for method in ops.as_object().expect("operations").keys() {
+                assert!(
+                    table
+                        .iter()
+                        .any(|(p, m, _)| p == path && m.as_str().eq_ignore_ascii_case(method)),
+                    "{method} {path} is documented but not routed"
+                );
+            }
+        }
+    }
+}

@@ -1,0 +1,177 @@
+//! The server's configuration: a tree of sections, each with defaults, read
+//! from an optional TOML file with `APR_SERVER__SECTION__KEY` environment
+//! overrides (see `apr_wire::settings`). Unknown keys are errors.
+//!
+//! [`configfile`] prints a commented template built from the live defaults, so
+//! the documented defaults cannot drift from the code.
+
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::error::{Error, Result};
+
+/// Prefix of the environment overrides.
+pub const ENV_PREFIX: &str = "APR_SERVER";
+
+/// The whole configuration.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// `[http]`
+    pub http: Http,
+    /// `[store]`
+    pub store: Store,
+    /// `[ingest]`
+    pub ingest: Ingest,
+    /// `[metrics]`
+    pub metrics: Metrics,
+}
+
+/// `[http]`: where the API listens.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Http {
+    /// Listen address, `host:port`.
+    pub listen: String,
+}
+
+impl Default for Http {
+    fn default() -> Self {
+        Http {
+            listen: "127.0.0.1:8080".into(),
+        }
+    }
+}
+
+/// `[store]`: the embedded SQLite store.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Store {
+    /// Database file; created with its schema when missing.
+    pub path: PathBuf,
+    /// Read connections kept open for queries.
+    pub read_connections: usize,
+}
+
+impl Default for Store {
+    fn default() -> Self {
+        Store {
+            path: PathBuf::from("apr.sqlite3"),
+            read_connections: 4,
+        }
+    }
+}
+
+/// `[ingest]`: what gateways may post.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ingest {
+    /// Largest `POST /api/v1/ingest` body, bytes; larger is answered 413.
+    pub max_batch_bytes: usize,
+}
+
+impl Default for Ingest {
+    fn default() -> Self {
+        Ingest {
+            max_batch_bytes: 64 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[metrics]`: who may scrape `/metrics`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Metrics {
+    /// Bearer token that lets a non-loopback peer scrape `/metrics`; without
+    /// it only loopback peers may.
+    pub scrape_token: Option<String>,
+}
+
+impl Config {
+    /// Loads the defaults, overlaid with `file` when given, overlaid with the
+    /// `APR_SERVER__…` environment variables.
+    pub fn load(file: Option<&Path>) -> Result<Config> {
+        apr_wire::settings::load(file, ENV_PREFIX).map_err(|e| Error::Config(e.0))
+    }
+}
+
+/// A commented TOML template holding the default configuration.
+pub fn configfile() -> String {
+    let d = Config::default();
+    let q = |s: &str| toml::Value::String(s.to_owned()).to_string();
+    format!(
+        r#"# apr-server configuration. Every key is optional; the values below are the
+# defaults. Any key can also be set from the environment:
+# {ENV_PREFIX}__HTTP__LISTEN=0.0.0.0:8080 sets [http] listen.
+
+[http]
+# Address the API, /healthz and /metrics listen on (host:port).
+listen = {listen}
+
+[store]
+# SQLite database file (WAL mode); created with its schema when missing.
+path = {path}
+# Read connections kept open for queries.
+read_connections = {read_connections}
+
+[ingest]
+# Largest POST /api/v1/ingest body in bytes; a larger one is answered 413.
+max_batch_bytes = {max_batch_bytes}
+
+[metrics]
+# Bearer token that lets a non-loopback peer scrape /metrics. Without one,
+# only loopback peers may scrape.
+# scrape_token = "a long random string"
+"#,
+        listen = q(&d.http.listen),
+        path = q(&d.store.path.to_string_lossy()),
+        read_connections = d.store.read_connections,
+        max_batch_bytes = d.ingest.max_batch_bytes,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_template_parses_back_to_the_defaults() {
+        let c: Config =
+            apr_wire::settings::load_from(&configfile(), "template", ENV_PREFIX, Vec::new())
+                .unwrap();
+        assert_eq!(c, Config::default());
+    }
+
+    #[test]
+    fn the_template_names_every_section() {
+        let t = configfile();
+        for s in ["[http]", "[store]", "[ingest]", "[metrics]", "scrape_token"] {
+            assert!(t.contains(s), "{s} missing from\n{t}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_an_error_naming_it() {
+        let e = apr_wire::settings::load_from::<Config>(
+            "[store]\npth = \"x\"\n",
+            "f.toml",
+            ENV_PREFIX,
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("pth"), "{e}");
+    }
+
+    #[test]
+    fn the_scrape_token_is_read_from_the_environment() {
+        let c: Config = apr_wire::settings::load_from(
+            "",
+            "defaults",
+            ENV_PREFIX,
+            vec![("APR_SERVER__METRICS__SCRAPE_TOKEN".into(), "s3cret".into())],
+        )
+        .unwrap();
+        assert_eq!(c.metrics.scrape_token.as_deref(), Some("s3cret"));
+    }
+}

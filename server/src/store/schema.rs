@@ -1,0 +1,123 @@
+//! The SQLite schema and its migrations.
+//!
+//! `PRAGMA user_version` holds the schema version. Opening a store runs every
+//! migration above it, each in one transaction, so a fresh file gets the whole
+//! schema and an existing one is brought up to date; a file from a newer server
+//! is refused rather than misread.
+//!
+//! Readings live in a `WITHOUT ROWID` table keyed by `(series, t)`: one B-tree
+//! ordered by series then time, so a time range of one series is one range scan
+//! and a reading whose key exists is ignored (`INSERT OR IGNORE`), which is how
+//! duplicates are told apart. `series` maps (APR, device, metric index) to a
+//! small integer so each reading row is three numbers.
+
+use rusqlite::Connection;
+
+use crate::error::{Error, Result};
+
+/// The schema version this server writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+const V1: &str = r"
+CREATE TABLE regions(
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL
+);
+CREATE TABLE aprs(
+    id TEXT PRIMARY KEY,
+    name TEXT NOT NULL,
+    comuna TEXT NOT NULL,
+    region TEXT NOT NULL REFERENCES regions(id),
+    beneficiaries INTEGER NOT NULL,
+    connections INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    capacity_l_s REAL NOT NULL,
+    storage_m3 REAL NOT NULL,
+    gore_contribution_clp INTEGER NOT NULL,
+    public_investment_clp INTEGER NOT NULL
+);
+CREATE TABLE devices(
+    apr TEXT NOT NULL REFERENCES aprs(id),
+    device TEXT NOT NULL,
+    mqtt_username TEXT NOT NULL UNIQUE,
+    mqtt_password_sha256 TEXT NOT NULL,
+    report_interval_s INTEGER NOT NULL,
+    config TEXT NOT NULL,
+    last_status TEXT,
+    last_status_ms INTEGER,
+    last_seen_ms INTEGER,
+    PRIMARY KEY(apr, device)
+);
+CREATE TABLE users(
+    id INTEGER PRIMARY KEY,
+    username TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    password_argon2 TEXT,
+    region TEXT REFERENCES regions(id)
+);
+CREATE TABLE user_aprs(
+    user INTEGER NOT NULL REFERENCES users(id),
+    apr TEXT NOT NULL REFERENCES aprs(id),
+    PRIMARY KEY(user, apr)
+) WITHOUT ROWID;
+CREATE TABLE tokens(
+    sha256 TEXT PRIMARY KEY,
+    user INTEGER NOT NULL REFERENCES users(id),
+    created_ms INTEGER NOT NULL,
+    label TEXT
+) WITHOUT ROWID;
+CREATE TABLE series(
+    id INTEGER PRIMARY KEY,
+    apr TEXT NOT NULL,
+    device TEXT NOT NULL,
+    metric INTEGER NOT NULL,
+    UNIQUE(apr, device, metric)
+);
+CREATE TABLE readings(
+    series INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    v REAL NOT NULL,
+    PRIMARY KEY(series, t)
+) WITHOUT ROWID;
+CREATE TABLE quarantine(
+    id INTEGER PRIMARY KEY,
+    apr TEXT NOT NULL,
+    device TEXT NOT NULL,
+    received_ms INTEGER NOT NULL,
+    reason TEXT NOT NULL,
+    record INTEGER,
+    detail TEXT NOT NULL,
+    raw TEXT
+);
+CREATE INDEX quarantine_by_apr ON quarantine(apr, received_ms);
+CREATE TABLE counts(
+    name TEXT PRIMARY KEY,
+    value INTEGER NOT NULL
+) WITHOUT ROWID;
+INSERT INTO counts(name, value) VALUES ('readings', 0);
+";
+
+/// Migrations in order; `MIGRATIONS[i]` brings version `i` to `i + 1`.
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+
+/// Brings the schema of `conn` up to [`SCHEMA_VERSION`].
+pub fn migrate(conn: &mut Connection) -> Result<()> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(Error::Invalid(format!(
+            "the store has schema version {version}, newer than this server's {SCHEMA_VERSION}; \
+             run a newer apr-server"
+        )));
+    }
+    for (i, sql) in MIGRATIONS
+        .iter()
+        .enumerate()
+        .skip(usize::try_from(version).unwrap_or(0))
+    {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", i as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
