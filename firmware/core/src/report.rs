@@ -11,6 +11,25 @@ use apr_wire::Metric;
 
 use crate::identity::Identity;
 
+/// `x` seconds rounded to the millisecond, half away from zero (`f64::round`
+/// is not in `core`). Times beyond ±2^53 ms are returned as they are.
+pub(crate) fn round_ms(x: f64) -> f64 {
+    let ms = x * 1000.0;
+    if !ms.is_finite() || ms.abs() >= 9.0e15 {
+        return x;
+    }
+    let whole = ms as i64;
+    let frac = ms - whole as f64;
+    let r = if frac >= 0.5 {
+        whole + 1
+    } else if frac <= -0.5 {
+        whole - 1
+    } else {
+        whole
+    };
+    r as f64 / 1000.0
+}
+
 /// A measured value.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum SampleValue {
@@ -69,7 +88,7 @@ impl<'a> Report<'a> {
         let Some(first) = samples.first() else {
             return Err(ReportError::Sample(EncodeError::Empty));
         };
-        let mut bt = (first.time * 1000.0).round() / 1000.0;
+        let mut bt = round_ms(first.time);
         if bt <= self.last_bt {
             bt = self.last_bt + 0.001;
         }
@@ -77,7 +96,7 @@ impl<'a> Report<'a> {
             .map_err(|_| ReportError::BufferTooSmall)?;
         let mut taken = 0;
         for s in samples {
-            let t = ((s.time - bt) * 1000.0).round() / 1000.0;
+            let t = round_ms(s.time - bt);
             let res = match s.value {
                 SampleValue::Number(v) => pack.number(s.metric, t, v),
                 SampleValue::Boolean(b) => pack.boolean(s.metric, t, b),
@@ -143,6 +162,15 @@ mod tests {
         let (_, bt2, _) = r.next_pack(&mut buf, &s[..1]).unwrap();
         assert!(bt2 > bt1);
         assert_eq!(r.last_bt(), bt2);
+    }
+
+    #[test]
+    fn times_round_to_the_millisecond_half_away_from_zero() {
+        assert_eq!(round_ms(1_764_064_800.123_4), 1_764_064_800.123);
+        assert_eq!(round_ms(1_764_064_800.123_6), 1_764_064_800.124);
+        assert_eq!(round_ms(-0.0016), -0.002);
+        assert_eq!(round_ms(60.0), 60.0);
+        assert!(round_ms(f64::NAN).is_nan());
     }
 
     #[test]
