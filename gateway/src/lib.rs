@@ -1,1 +1,207 @@
-//! (in progress)
+//! The site gateway: device MQTT in, validated batches out to the server,
+//! acknowledged end to end (CONTRACT §2).
+//!
+//! One reading's way through the gateway:
+//!
+//! 1. A device publishes a SenML pack on `apr/{apr}/{device}/up` (QoS 1) to
+//!    the site's broker — the [`broker::EmbeddedBroker`] (rumqttd behind our
+//!    device gate) or any MQTT broker such as mosquitto.
+//! 2. The [`uplink`] loop receives it, validates it
+//!    ([`apr_wire::validate::validate_pack`]) into accepted readings and
+//!    refusals (logged, counted, quarantined with a raw excerpt), and appends
+//!    the resulting [`apr_wire::ingest::IngestPack`] to the [`spool`] — waiting
+//!    while the spool is full, never dropping.
+//! 3. The [`forward`]er takes batches from the spool, live data first, and
+//!    posts them to the server's `POST /api/v1/ingest` through a
+//!    [`forward::Sink`], retrying with backoff until the server answers that
+//!    the batch is durably stored.
+//! 4. Then the packs are released from the spool and each device gets the
+//!    `bt` values of its packs on `apr/{apr}/{device}/ack` ([`ack`]); only then
+//!    does the device drop them from its outbox.
+//!
+//! # Layout
+//! - [`config`]: the configuration tree and the `configfile` template.
+//! - [`uplink`]: MQTT subscription and the per-publish decision ([`uplink::intake`]).
+//! - [`spool`]: the [`Spool`] trait at the MQTT / forwarder seam and [`MemorySpool`].
+//! - [`forward`]: the [`Sink`] trait, [`HttpSink`], [`forward::backoff`] and the forwarder loop.
+//! - [`ack`]: grouping acknowledged packs into per-device `ack` messages.
+//! - [`stats`]: counters and the [`GatewayStats`] snapshot.
+//! - [`broker`]: the embedded broker (rumqttd) and its [`DeviceGate`](broker::gate).
+//! - [`Gateway`] / [`GatewayHandle`] / [`run`]: wiring it all together.
+#![deny(unsafe_code, missing_docs)]
+
+pub mod ack;
+pub mod broker;
+pub mod config;
+mod error;
+pub mod forward;
+pub mod spool;
+pub mod stats;
+pub mod uplink;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::{mpsc, oneshot, watch};
+use tokio::task::JoinHandle;
+use tracing::{info, Instrument};
+
+pub use broker::{password_sha256, DeviceDirectory, EmbeddedBroker, GateStats};
+pub use config::{configfile, GatewayConfig};
+pub use error::Error;
+pub use forward::{HttpSink, Sink, SinkError};
+pub use spool::{MemorySpool, Spool, SpoolDepth, SpoolId};
+pub use stats::GatewayStats;
+
+use forward::{Forwarder, StatusQueue};
+use stats::Counters;
+use uplink::Uplink;
+
+/// Entry point to start a gateway with a chosen sink and spool.
+#[derive(Debug)]
+pub struct Gateway;
+
+impl Gateway {
+    /// Starts a gateway: connects to the MQTT broker of `config.mqtt`,
+    /// subscribes to the served APRs and forwards to `sink` through `spool`.
+    /// Returns at once; the MQTT connection is made in the background
+    /// ([`GatewayHandle::wait_ready`] waits for the subscription).
+    pub async fn start<K: Sink, S: Spool>(
+        config: GatewayConfig,
+        sink: K,
+        spool: S,
+    ) -> Result<GatewayHandle, Error> {
+        if let Some(bad) = config.aprs.iter().find(|a| !apr_wire::id::is_valid_id(a)) {
+            return Err(Error::Config(format!(
+                "aprs: {bad:?} is not an APR id (^[a-z0-9][a-z0-9-]{{0,63}}$)"
+            )));
+        }
+        let spool = Arc::new(spool);
+        let counters = Arc::new(Counters::default());
+        let statuses = Arc::new(StatusQueue::default());
+        let (closing_tx, closing) = watch::channel(false);
+        let (ready_tx, ready) = watch::channel(false);
+        let (acks_tx, acks_rx) = mpsc::unbounded_channel();
+        let (acks_done_tx, acks_done) = oneshot::channel();
+        let (client, eventloop) = uplink::mqtt_client(&config);
+        let span = tracing::info_span!("gateway", id = %config.id);
+
+        let uplink = Uplink {
+            client: client.clone(),
+            eventloop,
+            filters: uplink::subscriptions(&config.aprs),
+            served: config.aprs.iter().cloned().collect::<HashSet<_>>(),
+            max_future_ms: i64::from(config.validation.max_future_s) * 1000,
+            spool: spool.clone(),
+            statuses: statuses.clone(),
+            counters: counters.clone(),
+            ready: ready_tx,
+        };
+        let forwarder = Forwarder {
+            gateway_id: config.id.clone(),
+            config: config.forward.clone(),
+            spool: spool.clone(),
+            sink: Arc::new(sink),
+            statuses,
+            counters: counters.clone(),
+            acks: acks_tx,
+            closing: closing.clone(),
+        };
+        info!(
+            parent: &span,
+            aprs = config.aprs.len(),
+            mqtt = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+            server = %config.server.url,
+            "gateway starting"
+        );
+        let uplink_task = tokio::spawn(uplink.run(closing, acks_done).instrument(span.clone()));
+        let forward_task = tokio::spawn(forwarder.run().instrument(span.clone()));
+        let ack_task = tokio::spawn(
+            uplink::publish_acks(client, acks_rx, counters.clone(), acks_done_tx).instrument(span),
+        );
+        let depth_spool = spool.clone();
+        Ok(GatewayHandle {
+            counters,
+            depth: Arc::new(move || depth_spool.depth()),
+            ready,
+            closing: closing_tx,
+            uplink: uplink_task,
+            forward: forward_task,
+            ack: ack_task,
+        })
+    }
+
+    /// Starts a gateway as configured: [`HttpSink`] to `[server]` and a
+    /// [`MemorySpool`] bounded by `[spool]`.
+    pub async fn start_http(config: GatewayConfig) -> Result<GatewayHandle, Error> {
+        let sink = HttpSink::from_config(&config)?;
+        let spool = MemorySpool::from_config(&config.spool);
+        Gateway::start(config, sink, spool).await
+    }
+}
+
+/// A running gateway.
+pub struct GatewayHandle {
+    counters: Arc<Counters>,
+    depth: Arc<dyn Fn() -> SpoolDepth + Send + Sync>,
+    ready: watch::Receiver<bool>,
+    closing: watch::Sender<bool>,
+    uplink: JoinHandle<Result<(), Error>>,
+    forward: JoinHandle<Result<(), Error>>,
+    ack: JoinHandle<()>,
+}
+
+impl std::fmt::Debug for GatewayHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GatewayHandle")
+            .field("stats", &self.stats())
+            .finish_non_exhaustive()
+    }
+}
+
+fn joined<T>(r: Result<T, tokio::task::JoinError>) -> Result<T, Error> {
+    r.map_err(|e| Error::Task(e.to_string()))
+}
+
+impl GatewayHandle {
+    /// A snapshot of the counters.
+    pub fn stats(&self) -> GatewayStats {
+        self.counters.snapshot((self.depth)())
+    }
+
+    /// Whether the gateway is connected and subscribed right now.
+    pub fn is_ready(&self) -> bool {
+        *self.ready.borrow()
+    }
+
+    /// Waits until the gateway is connected and subscribed; `false` on timeout.
+    pub async fn wait_ready(&self, timeout: Duration) -> bool {
+        let mut ready = self.ready.clone();
+        tokio::time::timeout(timeout, ready.wait_for(|r| *r))
+            .await
+            .is_ok_and(|r| r.is_ok())
+    }
+
+    /// Shuts down: stops taking publishes, flushes the spool to the server for
+    /// at most `forward.shutdown_flush_ms`, publishes the last acks and
+    /// disconnects from MQTT.
+    pub async fn shutdown(self) -> Result<(), Error> {
+        self.closing.send_replace(true);
+        let forwarded = joined(self.forward.await)?;
+        joined(self.ack.await)?;
+        let uplinked = joined(self.uplink.await)?;
+        info!(stats = ?self.counters.snapshot((self.depth)()), "gateway stopped");
+        forwarded.and(uplinked)
+    }
+}
+
+/// Runs a gateway as configured (MQTT broker of `[mqtt]`, [`HttpSink`] to
+/// `[server]`, [`MemorySpool`] bounded by `[spool]`) until `shutdown`
+/// resolves, then shuts it down cleanly.
+pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+    let handle = Gateway::start_http(config).await?;
+    shutdown.await;
+    handle.shutdown().await
+}

@@ -1,0 +1,315 @@
+//! The site's embedded MQTT broker, with a device gate in front.
+//!
+//! rumqttd (used as a library) authenticates clients but cannot restrict the
+//! topics a client publishes or subscribes to. So the embedded broker is two
+//! parts in one process:
+//!
+//! ```text
+//! device ──TCP──▶ DeviceGate (public address) ──TCP──▶ rumqttd (loopback, internal credentials)
+//!                                                          ▲
+//! in-process gateway ─────────── internal credentials ─────┘
+//! ```
+//!
+//! - **rumqttd** listens on a loopback port picked at start, with only the
+//!   random internal credentials in its `auth` map; in-process gateways connect
+//!   there directly ([`EmbeddedBroker::internal_addr`],
+//!   [`EmbeddedBroker::gateway_mqtt_config`]).
+//! - **The gate** ([`gate`]) accepts devices on the public address, checks each
+//!   CONNECT against the [`DeviceDirectory`] (username → APR, device, SHA-256 of
+//!   the password), swaps the login for the internal one, and from then on lets
+//!   a device publish only to its own `apr/{apr}/{device}/up` and `.../status`
+//!   and subscribe only to its own `.../config` and `.../ack` (CONTRACT §2).
+//!
+//! # Limitations
+//! - The gate speaks MQTT 3.1.1 only: an MQTT 5 CONNECT is refused cleanly
+//!   (CONNACK with reason 0x84, unsupported protocol version). Devices that
+//!   need MQTT 5 can use an external broker such as mosquitto, which the
+//!   gateway supports as well.
+//! - rumqttd cannot be stopped once started: [`EmbeddedBroker::shutdown`] stops
+//!   the gate (devices are disconnected and no new ones get in); the internal
+//!   broker thread lives until the process exits.
+//! - rumqttd's outgoing QoS 1 window is fixed at 100 packets per connection.
+
+pub mod directory;
+pub mod gate;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::distributions::{Alphanumeric, DistString};
+use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+use tracing::{error, info, Instrument};
+
+pub use directory::{password_sha256, DeviceDirectory, DeviceGrant};
+pub use gate::GateStats;
+
+use crate::config::MqttConfig;
+use crate::Error;
+use gate::{GateCounters, GateShared};
+
+/// Largest MQTT packet (remaining length) the broker, the gate and the
+/// gateway's client accept: far above the 16 KiB pack limit, so an oversized
+/// pack reaches the validator and is refused with a reason instead of
+/// breaking the connection.
+pub const MAX_PACKET_BYTES: usize = 256 * 1024;
+
+/// Most client connections the internal broker takes.
+const MAX_CONNECTIONS: usize = 12_000;
+/// How long to wait for the internal broker to listen.
+const START_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The rumqttd configuration of the internal broker.
+fn rumqttd_config(listen: SocketAddr, username: &str, password: &str) -> Config {
+    let connections = ConnectionSettings {
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_PACKET_BYTES,
+        max_inflight_count: 1_000,
+        auth: Some(HashMap::from([(
+            username.to_string(),
+            password.to_string(),
+        )])),
+        external_auth: None,
+        dynamic_filters: false,
+    };
+    let server = ServerSettings {
+        name: "internal".into(),
+        listen,
+        tls: None,
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    Config {
+        id: 0,
+        router: RouterConfig {
+            max_connections: MAX_CONNECTIONS,
+            max_outgoing_packet_count: 1_000,
+            // Each subscription filter keeps a log of at most 4 × 16 MiB:
+            // room for tens of thousands of packs while a gateway catches up.
+            max_segment_size: 16 * 1024 * 1024,
+            max_segment_count: 4,
+            custom_segment: None,
+            initialized_filters: None,
+            shared_subscriptions_strategy: Default::default(),
+        },
+        v4: Some(HashMap::from([("internal".to_string(), server)])),
+        ..Config::default()
+    }
+}
+
+/// A free loopback port (bound, then released for rumqttd to take).
+fn free_loopback_port() -> Result<SocketAddr, Error> {
+    let probe = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .map_err(|e| Error::io("cannot find a free loopback port", e))?;
+    probe
+        .local_addr()
+        .map_err(|e| Error::io("cannot find a free loopback port", e))
+}
+
+/// Whether the internal broker accepts the internal login (a full
+/// CONNECT / CONNACK / DISCONNECT, so rumqttd logs no broken connection).
+async fn probe(addr: SocketAddr, username: &str, password: &str) -> bool {
+    use rumqttc::mqttbytes::v4::{Connect, ConnectReturnCode, Packet};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let attempt = async {
+        let mut s = tokio::net::TcpStream::connect(addr).await.ok()?;
+        let mut connect = Connect::new("embedded-broker-probe");
+        connect.set_login(username, password);
+        let mut out = bytes::BytesMut::new();
+        Packet::Connect(connect).write(&mut out, usize::MAX).ok()?;
+        s.write_all(&out).await.ok()?;
+        let mut answer = bytes::BytesMut::with_capacity(16);
+        loop {
+            if s.read_buf(&mut answer).await.ok()? == 0 {
+                return None;
+            }
+            match Packet::read(&mut answer, 1024) {
+                Ok(Packet::ConnAck(ack)) => {
+                    let _ = s.write_all(&[0xe0, 0x00]).await;
+                    return Some(ack.code == ConnectReturnCode::Success);
+                }
+                Ok(_) => return None,
+                Err(rumqttc::mqttbytes::Error::InsufficientBytes(_)) => {}
+                Err(_) => return None,
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(1), attempt)
+        .await
+        .ok()
+        .flatten()
+        .unwrap_or(false)
+}
+
+/// The running embedded broker (see the module doc).
+pub struct EmbeddedBroker {
+    public_addr: SocketAddr,
+    internal_addr: SocketAddr,
+    internal_username: String,
+    internal_password: String,
+    shared: Arc<GateShared>,
+    stop: watch::Sender<bool>,
+    gate: Option<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for EmbeddedBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedBroker")
+            .field("public_addr", &self.public_addr)
+            .field("internal_addr", &self.internal_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd on a loopback port and the device gate on
+    /// `public_listen` (port 0 picks a free one). Returns once both accept.
+    pub async fn start(
+        public_listen: SocketAddr,
+        directory: Arc<DeviceDirectory>,
+    ) -> Result<EmbeddedBroker, Error> {
+        let internal_addr = free_loopback_port()?;
+        let internal_username = format!(
+            "internal-{}",
+            Alphanumeric.sample_string(&mut rand::thread_rng(), 8)
+        );
+        let internal_password = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
+        let config = rumqttd_config(internal_addr, &internal_username, &internal_password);
+        let thread = std::thread::Builder::new()
+            .name("rumqttd".into())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                if let Err(e) = broker.start() {
+                    error!(error = %e, "embedded MQTT broker stopped");
+                }
+            })
+            .map_err(|e| Error::io("cannot start the broker thread", e))?;
+        let deadline = tokio::time::Instant::now() + START_TIMEOUT;
+        loop {
+            if probe(internal_addr, &internal_username, &internal_password).await {
+                break;
+            }
+            if thread.is_finished() || tokio::time::Instant::now() > deadline {
+                return Err(Error::Broker(format!(
+                    "the internal broker did not listen on {internal_addr}"
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let listener = TcpListener::bind(public_listen)
+            .await
+            .map_err(|e| Error::io(format!("cannot listen for MQTT on {public_listen}"), e))?;
+        let public_addr = listener
+            .local_addr()
+            .map_err(|e| Error::io("cannot read the MQTT listen address", e))?;
+        let shared = Arc::new(GateShared {
+            directory,
+            internal_addr,
+            internal_username: internal_username.clone(),
+            internal_password: internal_password.clone(),
+            counters: GateCounters::default(),
+        });
+        let (stop, stopped) = watch::channel(false);
+        let gate = tokio::spawn(
+            accept_devices(listener, shared.clone(), stopped)
+                .instrument(tracing::info_span!("device_gate", %public_addr)),
+        );
+        info!(%public_addr, %internal_addr, "embedded MQTT broker listening");
+        Ok(EmbeddedBroker {
+            public_addr,
+            internal_addr,
+            internal_username,
+            internal_password,
+            shared,
+            stop,
+            gate: Some(gate),
+        })
+    }
+
+    /// The address devices connect to (through the gate).
+    pub fn public_addr(&self) -> SocketAddr {
+        self.public_addr
+    }
+
+    /// The internal rumqttd address (loopback), for in-process gateways.
+    pub fn internal_addr(&self) -> SocketAddr {
+        self.internal_addr
+    }
+
+    /// The internal broker's username.
+    pub fn internal_username(&self) -> &str {
+        &self.internal_username
+    }
+
+    /// The internal broker's password.
+    pub fn internal_password(&self) -> &str {
+        &self.internal_password
+    }
+
+    /// `[mqtt]` settings for an in-process gateway: the internal address and
+    /// credentials, with `client_id`.
+    pub fn gateway_mqtt_config(&self, client_id: &str) -> MqttConfig {
+        MqttConfig {
+            host: self.internal_addr.ip().to_string(),
+            port: self.internal_addr.port(),
+            username: self.internal_username.clone(),
+            password: self.internal_password.clone(),
+            client_id: client_id.to_string(),
+            ..MqttConfig::default()
+        }
+    }
+
+    /// The devices allowed in (replace them with [`DeviceDirectory::replace`]).
+    pub fn directory(&self) -> &Arc<DeviceDirectory> {
+        &self.shared.directory
+    }
+
+    /// The gate's counters.
+    pub fn stats(&self) -> GateStats {
+        self.shared.counters.snapshot()
+    }
+
+    /// Stops the gate: the public listener closes and device connections are
+    /// dropped. (The internal broker lives until the process exits.)
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        if let Some(gate) = self.gate.take() {
+            let _ = gate.await;
+        }
+    }
+}
+
+impl Drop for EmbeddedBroker {
+    fn drop(&mut self) {
+        self.stop.send_replace(true);
+    }
+}
+
+async fn accept_devices(
+    listener: TcpListener,
+    shared: Arc<GateShared>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut connections = JoinSet::new();
+    loop {
+        tokio::select! {
+            _ = crate::uplink::flag_set(&mut stop) => break,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => {
+                    connections.spawn(gate::serve(stream, peer, shared.clone()));
+                }
+                Err(e) => {
+                    error!(error = %e, "cannot accept a device connection");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+        while connections.try_join_next().is_some() {}
+    }
+    connections.shutdown().await;
+    info!("device gate stopped");
+}

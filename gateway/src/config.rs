@@ -1,0 +1,340 @@
+//! The gateway's configuration: a tree of `#[serde(default)]` structs whose
+//! `Default` is the documented default, loaded from an optional TOML file with
+//! `APR_GATEWAY__SECTION__KEY` environment overrides
+//! ([`apr_wire::settings::load`]). [`configfile`] prints a commented template
+//! generated from the live defaults, so the template never drifts from the code.
+
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::Error;
+
+/// Prefix of the environment overrides (`APR_GATEWAY__SERVER__TOKEN=...`).
+pub const ENV_PREFIX: &str = "APR_GATEWAY";
+
+/// The whole gateway configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// The gateway's id, as registered at the server (matches its token).
+    pub id: String,
+    /// The APRs whose devices this gateway serves.
+    pub aprs: Vec<String>,
+    /// The server batches are posted to.
+    pub server: ServerConfig,
+    /// The MQTT broker devices publish to.
+    pub mqtt: MqttConfig,
+    /// Batching and retrying towards the server.
+    pub forward: ForwardConfig,
+    /// Validation of device packs.
+    pub validation: ValidationConfig,
+    /// The spool between MQTT and the server.
+    pub spool: SpoolConfig,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            id: "gateway".into(),
+            aprs: Vec::new(),
+            server: ServerConfig::default(),
+            mqtt: MqttConfig::default(),
+            forward: ForwardConfig::default(),
+            validation: ValidationConfig::default(),
+            spool: SpoolConfig::default(),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Loads the configuration from an optional TOML file and the environment.
+    pub fn load(file: Option<&Path>) -> Result<GatewayConfig, Error> {
+        Ok(apr_wire::settings::load(file, ENV_PREFIX)?)
+    }
+}
+
+/// `[server]`: where batches go.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServerConfig {
+    /// Base URL of the server (`{url}/api/v1/ingest`).
+    pub url: String,
+    /// The gateway's bearer token.
+    pub token: String,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            url: "http://127.0.0.1:8080".into(),
+            token: String::new(),
+        }
+    }
+}
+
+/// `[mqtt]`: the broker the devices publish to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MqttConfig {
+    /// Broker host.
+    pub host: String,
+    /// Broker port.
+    pub port: u16,
+    /// Username (empty: anonymous).
+    pub username: String,
+    /// Password.
+    pub password: String,
+    /// MQTT client id (empty: `apr-gateway-{id}`).
+    pub client_id: String,
+    /// Keep-alive interval, seconds.
+    pub keep_alive_s: u16,
+}
+
+impl Default for MqttConfig {
+    fn default() -> Self {
+        MqttConfig {
+            host: "127.0.0.1".into(),
+            port: 1883,
+            username: String::new(),
+            password: String::new(),
+            client_id: String::new(),
+            keep_alive_s: 30,
+        }
+    }
+}
+
+/// `[forward]`: batching and retrying towards the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ForwardConfig {
+    /// Most readings in one batch.
+    pub max_batch_readings: usize,
+    /// Longest wait for a batch to fill once data is there, milliseconds.
+    pub max_batch_delay_ms: u64,
+    /// First retry delay after a failed batch, milliseconds.
+    pub backoff_min_ms: u64,
+    /// Longest retry delay, milliseconds (also the delay after a refused batch).
+    pub backoff_max_ms: u64,
+    /// Timeout of one request to the server, milliseconds.
+    pub request_timeout_ms: u64,
+    /// On shutdown, how long to keep flushing the spool to the server, milliseconds.
+    pub shutdown_flush_ms: u64,
+}
+
+impl Default for ForwardConfig {
+    fn default() -> Self {
+        ForwardConfig {
+            max_batch_readings: 20_000,
+            max_batch_delay_ms: 20,
+            backoff_min_ms: 100,
+            backoff_max_ms: 30_000,
+            request_timeout_ms: 10_000,
+            shutdown_flush_ms: 5_000,
+        }
+    }
+}
+
+impl ForwardConfig {
+    pub(crate) fn batch_delay(&self) -> Duration {
+        Duration::from_millis(self.max_batch_delay_ms)
+    }
+    pub(crate) fn backoff_min(&self) -> Duration {
+        Duration::from_millis(self.backoff_min_ms)
+    }
+    pub(crate) fn backoff_max(&self) -> Duration {
+        Duration::from_millis(self.backoff_max_ms.max(self.backoff_min_ms))
+    }
+}
+
+/// `[validation]`: rules applied to device packs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ValidationConfig {
+    /// How far ahead of arrival a reading's time may be, seconds.
+    pub max_future_s: u32,
+}
+
+impl Default for ValidationConfig {
+    fn default() -> Self {
+        ValidationConfig { max_future_s: 300 }
+    }
+}
+
+/// `[spool]`: bounds of the store between MQTT and the server. When full,
+/// the gateway stops reading from MQTT (backpressure) and drops nothing.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct SpoolConfig {
+    /// Most packs held (waiting or being forwarded).
+    pub max_packs: usize,
+    /// Most bytes held (approximate in memory).
+    pub max_bytes: u64,
+}
+
+impl Default for SpoolConfig {
+    fn default() -> Self {
+        SpoolConfig {
+            max_packs: 500_000,
+            max_bytes: 256 * 1024 * 1024,
+        }
+    }
+}
+
+/// A TOML value as written in a file.
+fn v<T: Serialize>(value: &T) -> String {
+    toml::Value::try_from(value).map_or_else(|_| "\"\"".into(), |v| v.to_string())
+}
+
+/// The commented configuration template, from the live defaults.
+pub fn configfile() -> String {
+    let c = GatewayConfig::default();
+    format!(
+        r#"# apr-gateway configuration. Every key is optional; shown are the defaults.
+# Any key can be overridden from the environment:
+# {ENV_PREFIX}__SERVER__TOKEN=... sets [server] token.
+
+# The gateway's id, as registered at the server (must match its token).
+id = {id}
+
+# The APRs whose devices this gateway serves; it subscribes to
+# apr/{{apr}}/+/up and apr/{{apr}}/+/status for each.
+aprs = {aprs}
+
+[server]
+# Base URL of the server; batches go to {{url}}/api/v1/ingest.
+url = {url}
+# The gateway's bearer token.
+token = {token}
+
+[mqtt]
+# The broker the devices publish to.
+host = {host}
+port = {port}
+# Credentials (empty: anonymous).
+username = {username}
+password = {password}
+# MQTT client id (empty: apr-gateway-{{id}}).
+client_id = {client_id}
+# Keep-alive interval, seconds.
+keep_alive_s = {keep_alive_s}
+
+[forward]
+# Most readings in one batch to the server.
+max_batch_readings = {max_batch_readings}
+# Longest wait for a batch to fill once data is there, milliseconds.
+max_batch_delay_ms = {max_batch_delay_ms}
+# Retry delays after a failed batch (exponential with jitter), milliseconds.
+backoff_min_ms = {backoff_min_ms}
+backoff_max_ms = {backoff_max_ms}
+# Timeout of one request to the server, milliseconds.
+request_timeout_ms = {request_timeout_ms}
+# On shutdown, how long to keep flushing to the server, milliseconds.
+shutdown_flush_ms = {shutdown_flush_ms}
+
+[validation]
+# How far ahead of arrival a reading's time may be, seconds.
+max_future_s = {max_future_s}
+
+[spool]
+# Bounds of the store between MQTT and the server. When it is full the
+# gateway stops reading from MQTT (backpressure); nothing is dropped.
+max_packs = {max_packs}
+max_bytes = {max_bytes}
+"#,
+        id = v(&c.id),
+        aprs = v(&c.aprs),
+        url = v(&c.server.url),
+        token = v(&c.server.token),
+        host = v(&c.mqtt.host),
+        port = v(&c.mqtt.port),
+        username = v(&c.mqtt.username),
+        password = v(&c.mqtt.password),
+        client_id = v(&c.mqtt.client_id),
+        keep_alive_s = v(&c.mqtt.keep_alive_s),
+        max_batch_readings = v(&c.forward.max_batch_readings),
+        max_batch_delay_ms = v(&c.forward.max_batch_delay_ms),
+        backoff_min_ms = v(&c.forward.backoff_min_ms),
+        backoff_max_ms = v(&c.forward.backoff_max_ms),
+        request_timeout_ms = v(&c.forward.request_timeout_ms),
+        shutdown_flush_ms = v(&c.forward.shutdown_flush_ms),
+        max_future_s = v(&c.validation.max_future_s),
+        max_packs = v(&c.spool.max_packs),
+        max_bytes = v(&c.spool.max_bytes),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys(t: &toml::Table, prefix: &str, out: &mut Vec<String>) {
+        for (k, v) in t {
+            let path = format!("{prefix}{k}");
+            match v {
+                toml::Value::Table(sub) => keys(sub, &format!("{path}."), out),
+                _ => out.push(path),
+            }
+        }
+    }
+
+    #[test]
+    fn the_template_parses_back_to_the_defaults() {
+        let text = configfile();
+        let parsed: GatewayConfig =
+            apr_wire::settings::load_from(&text, "template", ENV_PREFIX, Vec::new()).unwrap();
+        assert_eq!(parsed, GatewayConfig::default());
+    }
+
+    #[test]
+    fn the_template_names_every_key() {
+        let mut in_template = Vec::new();
+        keys(
+            &configfile().parse::<toml::Table>().unwrap(),
+            "",
+            &mut in_template,
+        );
+        let mut in_defaults = Vec::new();
+        keys(
+            &toml::Table::try_from(GatewayConfig::default()).unwrap(),
+            "",
+            &mut in_defaults,
+        );
+        in_template.sort();
+        in_defaults.sort();
+        assert_eq!(in_template, in_defaults);
+    }
+
+    #[test]
+    fn environment_overrides_reach_nested_keys() {
+        let c: GatewayConfig = apr_wire::settings::load_from(
+            "aprs = [\"a1\"]\n",
+            "f.toml",
+            ENV_PREFIX,
+            vec![
+                ("APR_GATEWAY__SERVER__TOKEN".into(), "secret".into()),
+                (
+                    "APR_GATEWAY__FORWARD__MAX_BATCH_READINGS".into(),
+                    "7".into(),
+                ),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.aprs, ["a1"]);
+        assert_eq!(c.server.token, "secret");
+        assert_eq!(c.forward.max_batch_readings, 7);
+    }
+
+    #[test]
+    fn unknown_keys_are_refused() {
+        let e = apr_wire::settings::load_from::<GatewayConfig>(
+            "[forward]\nmax_batch = 1\n",
+            "f.toml",
+            ENV_PREFIX,
+            Vec::new(),
+        )
+        .unwrap_err();
+        assert!(e.0.contains("max_batch"), "{e}");
+    }
+}
