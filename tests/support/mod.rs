@@ -1,0 +1,177 @@
+//! Helpers shared by the end-to-end tests and the load tool: free ports, a
+//! real mosquitto started on loopback, and API calls.
+#![allow(dead_code)]
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A free loopback address (bind port 0, read it, release it).
+pub fn free_addr() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind loopback");
+    l.local_addr().expect("local addr")
+}
+
+/// Where Debian puts a program that may not be on PATH.
+pub fn which(prog: &str) -> PathBuf {
+    for dir in ["/usr/sbin", "/usr/bin", "/usr/local/bin", "/usr/local/sbin"] {
+        let p = Path::new(dir).join(prog);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("{prog} not found: run `bash tests/setup.sh` (installs it from Debian)");
+}
+
+/// A login for mosquitto's password file.
+pub struct MqttUser {
+    /// Username.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// A real mosquitto on a free loopback port, killed on drop.
+pub struct Mosquitto {
+    /// Its address.
+    pub addr: SocketAddr,
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Mosquitto {
+    /// Starts mosquitto with the project's ACL pattern file
+    /// (`gateway/mosquitto/acl`, the gateway user renamed to `gateway_user`)
+    /// and a password file for `users`. `anonymous` allows logins without
+    /// credentials (the load tool only).
+    pub fn start(users: &[MqttUser], gateway_user: &str, anonymous: bool) -> Mosquitto {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let passwd = dir.path().join("passwd");
+        // mosquitto_passwd -U hashes a plain "user:password" file in place.
+        let plain: String = users
+            .iter()
+            .map(|u| format!("{}:{}\n", u.username, u.password))
+            .collect();
+        std::fs::write(&passwd, plain).expect("write passwd");
+        let st = Command::new(which("mosquitto_passwd"))
+            .arg("-U")
+            .arg(&passwd)
+            .status()
+            .expect("run mosquitto_passwd");
+        assert!(st.success(), "mosquitto_passwd -U failed");
+        let acl_src = std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("gateway/mosquitto/acl"),
+        )
+        .expect("read gateway/mosquitto/acl");
+        let acl = dir.path().join("acl");
+        let mut acl_text = acl_src.replace("user gateway", &format!("user {gateway_user}"));
+        if anonymous {
+            acl_text = format!("topic readwrite apr/#\n{acl_text}");
+        }
+        std::fs::write(&acl, acl_text).expect("write acl");
+        let addr = free_addr();
+        let conf = dir.path().join("mosquitto.conf");
+        std::fs::write(
+            &conf,
+            format!(
+                "listener {} 127.0.0.1\nallow_anonymous {anonymous}\npassword_file {}\nacl_file {}\n\
+                 persistence false\nmessage_size_limit 262144\nmax_queued_messages 1000000\n\
+                 max_inflight_messages 1000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                addr.port(),
+                passwd.display(),
+                acl.display()
+            ),
+        )
+        .expect("write conf");
+        let child = Command::new(which("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Mosquitto { addr, child, dir }
+    }
+
+    /// The temp dir holding its config.
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Mosquitto {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET a JSON document with a bearer token; returns status and body.
+pub async fn get_json(
+    http: &reqwest::Client,
+    url: &str,
+    token: Option<&str>,
+) -> (u16, serde_json::Value) {
+    let mut req = http.get(url);
+    if let Some(t) = token {
+        req = req.bearer_auth(t);
+    }
+    let resp = req.send().await.expect("HTTP request");
+    let status = resp.status().as_u16();
+    let text = resp.text().await.expect("HTTP body");
+    let body = serde_json::from_str(&text).unwrap_or(serde_json::Value::String(text));
+    (status, body)
+}
+
+/// GET a text document (for /metrics).
+pub async fn get_text(http: &reqwest::Client, url: &str) -> String {
+    http.get(url)
+        .send()
+        .await
+        .expect("HTTP request")
+        .text()
+        .await
+        .expect("HTTP body")
+}
+
+/// Reads one sample from Prometheus text: the value of the line that starts
+/// with `series` exactly (name and labels), or 0 when absent.
+pub fn prom_value(metrics: &str, series: &str) -> f64 {
+    metrics
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .find_map(|l| {
+            let (name, value) = l.rsplit_once(' ')?;
+            (name == series).then(|| value.parse().ok()).flatten()
+        })
+        .unwrap_or(0.0)
+}
+
+/// Polls `check` every 50 ms until it returns `Some`, or panics after `timeout`
+/// naming `what`.
+pub async fn eventually<T, F, Fut>(timeout: Duration, what: &str, mut check: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
