@@ -130,6 +130,7 @@ impl SimDevice {
             let span = info_span!("device", apr = %opts.apr, device = %opts.device);
             tokio::spawn(
                 async move {
+                    let mut connected_before = false;
                     let mut resend_tick =
                         tokio::time::interval((resend_after / 2).max(Duration::from_millis(10)));
                     loop {
@@ -142,8 +143,13 @@ impl SimDevice {
                                     {
                                         return;
                                     }
-                                    // Everything unacknowledged goes again, oldest first.
-                                    resend(&client, &outbox, &up_topic, &counters, Duration::ZERO).await;
+                                    // After a reconnect everything unacknowledged goes
+                                    // again, oldest first (on the first connection the
+                                    // packs are still queued in the client).
+                                    if connected_before {
+                                        resend(&client, &outbox, &up_topic, &counters, Duration::ZERO).await;
+                                    }
+                                    connected_before = true;
                                 }
                                 Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
                                     handle_ack(&p.payload, &outbox, &counters);
