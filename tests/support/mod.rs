@@ -102,6 +102,32 @@ impl Mosquitto {
         Mosquitto { addr, child, dir }
     }
 
+    /// Stops this mosquitto and starts it again on the same port with the
+    /// files as they are now in [`Mosquitto::dir`] (after editing the ACL).
+    pub fn restart_with_acl(mut self) -> Mosquitto {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let conf = self.dir.path().join("mosquitto.conf");
+        let child = Command::new(which("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mosquitto");
+        self.child = child;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not restart on {}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        self
+    }
+
     /// The temp dir holding its config.
     pub fn dir(&self) -> &Path {
         self.dir.path()
