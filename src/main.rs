@@ -41,7 +41,11 @@ async fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info,rumqttd=warn,rumqttc=warn".into()),
+                // rumqttd logs routine client disconnects as errors: silenced
+                // by default (RUST_LOG overrides everything here).
+                .unwrap_or_else(|_| {
+                    "warn,apr=info,apr_server=info,apr_server::api=warn,rumqttd=off".into()
+                }),
         )
         .init();
     let cli = Cli::parse();
