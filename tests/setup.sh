@@ -17,6 +17,10 @@ if [ ${#need[@]} -gt 0 ]; then
     apt-get update -qq >/dev/null
     apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
 fi
+# Python's aiosmtpd: a real SMTP server on loopback for the e-mail tests.
+# (pip, not Debian's python3-aiosmtpd: the python3 on PATH may not be Debian's.)
+python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd
+
 # Debian's package starts a system mosquitto on port 1883; the tests start their
 # own on free ports and the demo's default broker address is 1883, so stop it.
 if command -v systemctl >/dev/null 2>&1; then

@@ -26,6 +26,61 @@ pub struct Config {
     pub ingest: Ingest,
     /// `[metrics]`
     pub metrics: Metrics,
+    /// `[alerts]`
+    pub alerts: Alerts,
+    /// `[notify]`
+    pub notify: Notify,
+}
+
+/// `[alerts]`: the alert engine's loop (thresholds are in `limits`, per APR).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Alerts {
+    /// Seconds between liveness / escalation / re-notification ticks.
+    pub tick_interval_s: u64,
+    /// Inputs queued for the engine before ingest waits for it.
+    pub queue: usize,
+    /// A raise from a reading older than this many seconds (history being
+    /// backfilled) is not notified when raised, only reminded later.
+    pub notify_max_age_s: u64,
+}
+
+impl Default for Alerts {
+    fn default() -> Self {
+        Alerts {
+            tick_interval_s: 10,
+            queue: 4096,
+            notify_max_age_s: 900,
+        }
+    }
+}
+
+/// `[notify]`: the channels that reach people.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Notify {
+    /// SMTP relay host (plain SMTP, no TLS or AUTH); e-mail is off without it.
+    pub smtp_host: Option<String>,
+    /// SMTP relay port.
+    pub smtp_port: u16,
+    /// Sender address of alert e-mails.
+    pub smtp_from: String,
+    /// Longest one delivery may take, ms.
+    pub timeout_ms: u64,
+    /// Notifications queued for delivery before new ones are dropped (counted).
+    pub queue: usize,
+}
+
+impl Default for Notify {
+    fn default() -> Self {
+        Notify {
+            smtp_host: None,
+            smtp_port: 25,
+            smtp_from: "APR alertas <alertas@apr.localhost>".into(),
+            timeout_ms: 5000,
+            queue: 1024,
+        }
+    }
 }
 
 /// `[http]`: where the API listens.
@@ -123,11 +178,37 @@ max_batch_bytes = {max_batch_bytes}
 # Bearer token that lets a non-loopback peer scrape /metrics. Without one,
 # only loopback peers may scrape.
 # scrape_token = "a long random string"
+
+[alerts]
+# Thresholds and timings are per APR: GET/PUT /api/v1/aprs/{{id}}/limits.
+# Seconds between ticks (offline devices, escalation, re-notification).
+tick_interval_s = {tick_interval_s}
+# Inputs queued for the alert engine before ingest waits for it.
+queue = {alerts_queue}
+# A raise from a reading older than this (s) is not notified at once.
+notify_max_age_s = {notify_max_age_s}
+
+[notify]
+# SMTP relay for alert e-mails (plain SMTP, no TLS or AUTH); unset: no e-mail.
+# smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+smtp_from = {smtp_from}
+# Longest one delivery may take, ms.
+timeout_ms = {timeout_ms}
+# Notifications queued for delivery before new ones are dropped (counted).
+queue = {notify_queue}
 "#,
         listen = q(&d.http.listen),
         path = q(&d.store.path.to_string_lossy()),
         read_connections = d.store.read_connections,
         max_batch_bytes = d.ingest.max_batch_bytes,
+        tick_interval_s = d.alerts.tick_interval_s,
+        alerts_queue = d.alerts.queue,
+        notify_max_age_s = d.alerts.notify_max_age_s,
+        smtp_port = d.notify.smtp_port,
+        smtp_from = q(&d.notify.smtp_from),
+        timeout_ms = d.notify.timeout_ms,
+        notify_queue = d.notify.queue,
     )
 }
 
@@ -146,7 +227,16 @@ mod tests {
     #[test]
     fn the_template_names_every_section() {
         let t = configfile();
-        for s in ["[http]", "[store]", "[ingest]", "[metrics]", "scrape_token"] {
+        for s in [
+            "[http]",
+            "[store]",
+            "[ingest]",
+            "[metrics]",
+            "scrape_token",
+            "[alerts]",
+            "[notify]",
+            "smtp_host",
+        ] {
             assert!(t.contains(s), "{s} missing from\n{t}");
         }
     }

@@ -19,7 +19,17 @@ pub struct Counters {
     ingest_batches: AtomicU64,
     refused: [AtomicU64; RefusalReason::ALL.len()],
     http: Mutex<BTreeMap<(String, u16), u64>>,
+    notifications: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
 }
+
+/// Channels and results of `apr_notifications_total`, exported at zero too.
+const NOTIFICATION_SERIES: [(&str, &str); 5] = [
+    ("webhook", "sent"),
+    ("webhook", "failed"),
+    ("email", "sent"),
+    ("email", "failed"),
+    ("queue", "dropped"),
+];
 
 /// Values read at scrape time.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -28,6 +38,8 @@ pub struct Gauges {
     pub store_readings: u64,
     /// Devices counted as online.
     pub devices_online: u64,
+    /// Alerts open or acknowledged.
+    pub open_alerts: u64,
 }
 
 /// Refusals of a batch, by reason (indexed like [`RefusalReason::ALL`]).
@@ -65,6 +77,28 @@ impl Counters {
                 map.insert((route.to_owned(), status), 1);
             }
         }
+    }
+
+    /// Counts a notification outcome: `channel` is `webhook`, `email` or
+    /// `queue`; `result` is `sent`, `failed` or `dropped`.
+    pub fn record_notification(&self, channel: &'static str, result: &'static str) {
+        let mut map = self
+            .notifications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *map.entry((channel, result)).or_insert(0) += 1;
+    }
+
+    /// Notifications counted for a channel and result.
+    pub fn notifications(&self, channel: &str, result: &str) -> u64 {
+        let map = self
+            .notifications
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        map.iter()
+            .filter(|((c, r), _)| *c == channel && *r == result)
+            .map(|(_, n)| *n)
+            .sum()
     }
 
     /// Readings stored since start.
@@ -126,6 +160,34 @@ impl Counters {
         }
         let _ = writeln!(
             out,
+            "# HELP apr_notifications_total Alert notifications by channel and result.\n\
+             # TYPE apr_notifications_total counter"
+        );
+        {
+            let map = self
+                .notifications
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            let mut all: BTreeMap<(&str, &str), u64> =
+                NOTIFICATION_SERIES.iter().map(|k| (*k, 0)).collect();
+            for (k, n) in map.iter() {
+                *all.entry(*k).or_insert(0) += n;
+            }
+            for ((channel, result), n) in all {
+                let _ = writeln!(
+                    out,
+                    "apr_notifications_total{{channel=\"{channel}\",result=\"{result}\"}} {n}"
+                );
+            }
+        }
+        let _ = writeln!(
+            out,
+            "# HELP apr_open_alerts Alerts open or acknowledged.\n# TYPE apr_open_alerts gauge\n\
+             apr_open_alerts {}",
+            gauges.open_alerts
+        );
+        let _ = writeln!(
+            out,
             "# HELP apr_store_readings Readings in the store.\n# TYPE apr_store_readings gauge\n\
              apr_store_readings {}\n\
              # HELP apr_devices_online Devices counted as online.\n# TYPE apr_devices_online gauge\n\
@@ -164,6 +226,7 @@ mod tests {
         let text = c.render(Gauges {
             store_readings: 7,
             devices_online: 3,
+            open_alerts: 2,
         });
         for r in RefusalReason::ALL {
             assert!(text.contains(&format!("apr_refused_total{{reason=\"{}\"}}", r.code())));
@@ -178,5 +241,7 @@ mod tests {
             .contains("apr_http_requests_total{route=\"/api/v1/aprs/{id}\",status=\"200\"} 2\n"));
         assert!(text.contains("apr_store_readings 7\n"));
         assert!(text.contains("apr_devices_online 3"));
+        assert!(text.contains("apr_open_alerts 2\n"));
+        assert!(text.contains("apr_notifications_total{channel=\"email\",result=\"failed\"} 0\n"));
     }
 }

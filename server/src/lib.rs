@@ -7,7 +7,9 @@
 //! with every other batch waiting (one durable SQLite transaction), and only
 //! then answers with an [`apr_wire::ingest::IngestAck`]. Dashboards read it back
 //! with `GET /api/v1/aprs/{id}/readings`, raw or as bucket means, limited to the
-//! caller's scope.
+//! caller's scope. After the commit, the batch's readings go to the alert
+//! engine ([`alerting`]), which raises, escalates and clears alerts, stores
+//! them, and queues notifications ([`notify`]).
 //!
 //! # Layout
 //! - [`config`]: the configuration tree and its commented template.
@@ -18,6 +20,12 @@
 //! - [`auth`]: roles, scopes, passwords and API tokens.
 //! - [`device`]: devices and their MQTT credentials.
 //! - [`summary`]: program figures over a set of APRs.
+//! - [`limits`]: the one place for domain numbers (NCh 409/1, NCh 691, WHO,
+//!   NAMUR NE 43, programme defaults), overridable per APR.
+//! - [`alerting`]: alert rules, the alert state machine and the service
+//!   that runs it after each committed batch and on a periodic tick.
+//! - [`notify`]: notification preferences, signed webhooks and SMTP e-mail,
+//!   delivered off the hot path.
 //! - [`counters`]: the counters and gauges exported on `/metrics`.
 //! - [`api`]: the HTTP routes, request tracing and the JSON error mapping.
 //! - [`error`]: the crate's one error type.
@@ -26,6 +34,7 @@
 //! `import-fleet`, `user add`, `token create`, `device add`.
 #![deny(unsafe_code, missing_docs)]
 
+pub mod alerting;
 pub mod api;
 pub mod auth;
 pub mod config;
@@ -33,6 +42,8 @@ pub mod counters;
 pub mod device;
 pub mod error;
 pub mod fleet;
+pub mod limits;
+pub mod notify;
 pub mod store;
 pub mod summary;
 

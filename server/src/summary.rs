@@ -24,6 +24,9 @@ pub struct Summary {
     pub gore_contribution_clp: u64,
     /// Public investment, CLP.
     pub public_investment_clp: u64,
+    /// Alerts open or acknowledged (not resolved) at these APRs; filled by
+    /// the API from the alert store, 0 from [`summarize`].
+    pub open_alerts: u64,
 }
 
 /// Sums the figures of `aprs`.
@@ -80,6 +83,7 @@ mod tests {
                 beneficiaries: 6,
                 gore_contribution_clp: 60,
                 public_investment_clp: 600,
+                open_alerts: 0,
             }
         );
         assert_eq!(summarize(&[]), Summary::default());

@@ -482,7 +482,8 @@ async fn the_demo_fleet_summary_reproduces_the_published_figures() {
     assert_eq!(
         s.json(),
         serde_json::json!({"aprs": 56, "comunas": 48, "regions": 4, "beneficiaries": 21092,
-            "gore_contribution_clp": 5_071_159_500u64, "public_investment_clp": 52_740_058_800u64})
+            "gore_contribution_clp": 5_071_159_500u64, "public_investment_clp": 52_740_058_800u64,
+            "open_alerts": 0})
     );
     let mut sums = [0u64; 6];
     let keys = [

@@ -77,7 +77,7 @@ fn view(
 
 type Loaded = (Vec<AprRecord>, HashMap<String, String>, Vec<DeviceRecord>);
 
-async fn load(state: &AppState, one: Option<String>) -> Result<Loaded> {
+pub(super) async fn load(state: &AppState, one: Option<String>) -> Result<Loaded> {
     let registry = state.inner.registry.clone();
     blocking(move || {
         let aprs = match &one {
@@ -113,7 +113,11 @@ pub(super) async fn list(
 }
 
 /// Loads one APR after checking the caller may see it.
-async fn checked_apr(state: &AppState, caller: &Principal, id: &str) -> Result<AprRecord> {
+pub(super) async fn checked_apr(
+    state: &AppState,
+    caller: &Principal,
+    id: &str,
+) -> Result<AprRecord> {
     require_reader(caller)?;
     // A scoped caller learns nothing about APRs outside its scope, not even
     // whether they exist, so the scope decides before the lookup when it can.
@@ -130,7 +134,7 @@ async fn checked_apr(state: &AppState, caller: &Principal, id: &str) -> Result<A
     }
 }
 
-fn forbidden_apr(id: &str) -> Error {
+pub(super) fn forbidden_apr(id: &str) -> Error {
     Error::Forbidden(format!("APR '{id}' is outside this token's scope"))
 }
 
@@ -169,7 +173,7 @@ fn metric_list() -> String {
     Metric::ALL.map(Metric::name).join(", ")
 }
 
-fn unique_params<'a>(
+pub(super) fn unique_params<'a>(
     pairs: &'a [(String, String)],
     allowed: &[&str],
 ) -> Result<HashMap<&'a str, &'a str>> {
@@ -362,9 +366,21 @@ pub(super) async fn summary(
             return Err(Error::NotFound(format!("region '{r}' does not exist")));
         }
     }
-    Ok(Json(summarize(aprs.iter().filter(|a| {
-        caller.scope.allows_apr(a) && region.as_ref().is_none_or(|r| a.region == *r)
-    }))))
+    let alerts = state.inner.alerts.clone();
+    let open: HashMap<String, u64> = blocking(move || alerts.open_alerts_by_apr())
+        .await?
+        .into_iter()
+        .collect();
+    let in_view: Vec<&AprRecord> = aprs
+        .iter()
+        .filter(|a| caller.scope.allows_apr(a) && region.as_ref().is_none_or(|r| a.region == *r))
+        .collect();
+    let mut s = summarize(in_view.iter().copied());
+    s.open_alerts = in_view
+        .iter()
+        .map(|a| open.get(&a.id).copied().unwrap_or(0))
+        .sum();
+    Ok(Json(s))
 }
 
 #[cfg(test)]

@@ -13,8 +13,11 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 
+use apr_wire::Metric;
+
 use super::principal::require_gateway;
 use super::{blocking, AppState};
+use crate::alerting::{self, engine::PackEvent};
 use crate::auth::{Principal, Scope};
 use crate::counters::{reason_index, RefusalCounts};
 use crate::error::{Error, Result};
@@ -113,11 +116,48 @@ pub(super) async fn ingest(
         refused[reason_index(r.reason)] += 1;
     }
     let (gateway, seq) = (batch.gateway.clone(), batch.seq);
+    let alerting = state.alerting().cloned();
+    let events = alerting.as_ref().map(|_| pack_events(&batch));
     let series = state.inner.series.clone();
     let ack = blocking(move || series.write_batch(batch)).await?;
     state.counters().record_ingest(&ack, &refused);
+    // After the commit: the engine sees only stored readings. Awaits room in
+    // its queue, not the evaluation.
+    if let (Some(a), Some(events)) = (alerting, events) {
+        if let Err(e) = a.submit(events).await {
+            tracing::warn!(error = %e, "readings not handed to the alert engine");
+        }
+    }
     tracing::debug!(%gateway, seq, stored = ack.stored, duplicates = ack.duplicates, quarantined = ack.quarantined, "batch stored");
     Ok(Json(ack))
+}
+
+/// The readings and refusals of a batch the alert engine looks at.
+fn pack_events(batch: &IngestBatch) -> Vec<PackEvent> {
+    batch
+        .packs
+        .iter()
+        .filter_map(|p| {
+            let readings: Vec<(Metric, i64, f64)> = p
+                .readings
+                .iter()
+                .filter(|r| alerting::watches(r.metric))
+                .map(|r| (r.metric, r.t_ms, r.value))
+                .collect();
+            let out_of_range = p
+                .refusals
+                .iter()
+                .filter(|r| r.reason == RefusalReason::OutOfRange)
+                .count();
+            (!readings.is_empty() || out_of_range > 0).then(|| PackEvent {
+                apr: p.apr.clone(),
+                device: p.device.clone(),
+                readings,
+                out_of_range: u32::try_from(out_of_range).unwrap_or(u32::MAX),
+                received_ms: p.received_ms,
+            })
+        })
+        .collect()
 }
 
 /// `GET /api/v1/gateway/devices`: the devices of the gateway's APRs.
@@ -142,7 +182,6 @@ mod tests {
     use super::*;
     use apr_wire::ingest::IngestPack;
     use apr_wire::validate::Reading;
-    use apr_wire::Metric;
 
     fn gateway(aprs: &[&str]) -> Principal {
         Principal {

@@ -9,6 +9,7 @@
 //!
 //! Store calls are blocking; handlers run them on `spawn_blocking`.
 
+mod alerts;
 mod aprs;
 mod error;
 mod ingest;
@@ -17,21 +18,24 @@ mod principal;
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::Arc;
-use std::time::Instant;
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, MethodRouter};
+use axum::routing::{get, post, put, MethodRouter};
 use axum::Router;
 use tracing::Instrument;
 
+use crate::alerting::engine::Liveness;
+use crate::alerting::service::{Alerting, Settings};
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
-use crate::store::{Registry, SeriesStore, SqliteStore};
+use crate::notify::{DispatchContext, Dispatcher, Email, Notifier, Webhook};
+use crate::store::{AlertStore, Registry, SeriesStore, SqliteStore};
 
 /// The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -46,9 +50,13 @@ pub struct AppState {
 struct Shared {
     registry: Arc<dyn Registry>,
     series: Arc<dyn SeriesStore>,
-    counters: Counters,
+    alerts: Arc<dyn AlertStore>,
+    counters: Arc<Counters>,
     max_batch_bytes: usize,
     scrape_token: Option<String>,
+    alert_config: crate::config::Alerts,
+    notify_config: crate::config::Notify,
+    alerting: OnceLock<Arc<Alerting>>,
 }
 
 impl std::fmt::Debug for AppState {
@@ -60,26 +68,100 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// A state over any registry and series store.
+    /// A state over any registry, series store and alert store. The alert
+    /// service is not running until [`AppState::start_alerting`] (which
+    /// [`serve`] calls).
     pub fn new(
         registry: Arc<dyn Registry>,
         series: Arc<dyn SeriesStore>,
+        alerts: Arc<dyn AlertStore>,
         config: &Config,
     ) -> AppState {
         AppState {
             inner: Arc::new(Shared {
                 registry,
                 series,
-                counters: Counters::default(),
+                alerts,
+                counters: Arc::new(Counters::default()),
                 max_batch_bytes: config.ingest.max_batch_bytes,
                 scrape_token: config.metrics.scrape_token.clone(),
+                alert_config: config.alerts.clone(),
+                notify_config: config.notify.clone(),
+                alerting: OnceLock::new(),
             }),
         }
     }
 
-    /// A state over one SQLite store serving as registry and series store.
+    /// A state over one SQLite store serving as registry, series and alert store.
     pub fn with_sqlite(store: Arc<SqliteStore>, config: &Config) -> AppState {
-        AppState::new(store.clone(), store, config)
+        AppState::new(store.clone(), store.clone(), store, config)
+    }
+
+    /// The alert store.
+    pub fn alerts(&self) -> &dyn AlertStore {
+        &*self.inner.alerts
+    }
+
+    /// The alert service, once started.
+    pub fn alerting(&self) -> Option<&Arc<Alerting>> {
+        self.inner.alerting.get()
+    }
+
+    /// Starts the alert service (engine thread, notification task, tick
+    /// task) on the current tokio runtime; does nothing when it runs already.
+    pub fn start_alerting(&self) -> Result<()> {
+        if self.inner.alerting.get().is_some() {
+            return Ok(());
+        }
+        let n = &self.inner.notify_config;
+        let timeout = Duration::from_millis(n.timeout_ms.max(1));
+        let mut notifiers: Vec<Arc<dyn Notifier>> = vec![Arc::new(Webhook::new(timeout)?)];
+        if let Some(host) = &n.smtp_host {
+            notifiers.push(Arc::new(Email::new(
+                host,
+                n.smtp_port,
+                &n.smtp_from,
+                timeout,
+            )?));
+        }
+        let dispatcher = Dispatcher::start(
+            DispatchContext {
+                registry: self.inner.registry.clone(),
+                alerts: self.inner.alerts.clone(),
+                notifiers,
+                counters: self.inner.counters.clone(),
+                timeout,
+            },
+            n.queue,
+        );
+        let a = &self.inner.alert_config;
+        let alerting = Alerting::start(
+            self.inner.alerts.clone(),
+            Some(dispatcher),
+            Settings {
+                queue: a.queue,
+                notify_max_age_ms: i64::try_from(a.notify_max_age_s.saturating_mul(1000))
+                    .unwrap_or(i64::MAX),
+            },
+        )?;
+        if self.inner.alerting.set(Arc::new(alerting)).is_err() {
+            return Ok(());
+        }
+        let weak = Arc::downgrade(&self.inner);
+        let every = Duration::from_secs(a.tick_interval_s.max(1));
+        tokio::spawn(async move {
+            let mut interval = tokio::time::interval(every);
+            interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                interval.tick().await;
+                let Some(inner) = weak.upgrade() else { break };
+                let state = AppState { inner };
+                if let Err(e) = tick(&state).await {
+                    tracing::warn!(error = %e, "alert tick failed");
+                }
+            }
+        });
+        Ok(())
     }
 
     /// The registry (for fleet import, users, tokens, devices).
@@ -96,6 +178,28 @@ impl AppState {
     pub fn counters(&self) -> &Counters {
         &self.inner.counters
     }
+}
+
+/// One tick of the alert service: every device's liveness and the clock.
+async fn tick(state: &AppState) -> Result<()> {
+    let Some(alerting) = state.alerting().cloned() else {
+        return Ok(());
+    };
+    let registry = state.inner.registry.clone();
+    let devices = blocking(move || registry.devices(None)).await?;
+    let liveness = devices
+        .into_iter()
+        .map(|d| Liveness {
+            apr: d.apr,
+            device: d.device,
+            report_interval_s: d.report_interval_s,
+            last_seen_ms: d.last_seen_ms,
+            last_status: d.last_status,
+        })
+        .collect();
+    alerting
+        .tick(chrono::Utc::now().timestamp_millis(), liveness)
+        .await
 }
 
 /// Runs a blocking store call off the async workers.
@@ -120,7 +224,38 @@ pub(crate) fn routes(
             Method::GET,
             get(aprs::readings),
         ),
+        (
+            "/api/v1/aprs/{id}/limits",
+            Method::GET,
+            get(alerts::get_limits).put(alerts::put_limits),
+        ),
+        (
+            "/api/v1/aprs/{id}/limits",
+            Method::PUT,
+            put(alerts::put_limits),
+        ),
         ("/api/v1/summary", Method::GET, get(aprs::summary)),
+        ("/api/v1/alerts", Method::GET, get(alerts::list)),
+        (
+            "/api/v1/alerts/{id}/ack",
+            Method::POST,
+            post(alerts::acknowledge),
+        ),
+        (
+            "/api/v1/alerts/{id}/resolve",
+            Method::POST,
+            post(alerts::resolve),
+        ),
+        (
+            "/api/v1/users/{username}/notifications",
+            Method::GET,
+            get(alerts::get_notifications).put(alerts::put_notifications),
+        ),
+        (
+            "/api/v1/users/{username}/notifications",
+            Method::PUT,
+            put(alerts::put_notifications),
+        ),
         (
             "/api/v1/ingest",
             Method::POST,
@@ -137,8 +272,14 @@ pub(crate) fn routes(
 /// The router with every route, the JSON fallbacks and the request tracing.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
+    let mut seen = std::collections::HashSet::new();
+    // A path with several methods is listed once per method in the table
+    // (for the OpenAPI test) with a handler holding all of them; route each
+    // path once.
     for (path, _, handler) in routes(state.inner.max_batch_bytes) {
-        router = router.route(path, handler);
+        if seen.insert(path) {
+            router = router.route(path, handler);
+        }
     }
     router
         .fallback(error::no_route)
@@ -155,6 +296,7 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<()> {
     let addr = listener.local_addr().ok();
+    state.start_alerting()?;
     tracing::info!(?addr, "serving HTTP");
     axum::serve(
         listener,

@@ -51,18 +51,22 @@ pub(super) async fn metrics(
         ));
     }
     let registry = state.inner.registry.clone();
+    let alerts = state.inner.alerts.clone();
     let now = chrono::Utc::now().timestamp_millis();
-    let devices_online = blocking(move || {
-        Ok(registry
+    let (devices_online, open_alerts) = blocking(move || {
+        let online = registry
             .devices(None)?
             .iter()
             .filter(|d| d.online(now))
-            .count() as u64)
+            .count() as u64;
+        let open = alerts.open_alerts_by_apr()?.iter().map(|(_, n)| n).sum();
+        Ok((online, open))
     })
     .await?;
     let text = state.counters().render(Gauges {
         store_readings: state.series().readings_stored(),
         devices_online,
+        open_alerts,
     });
     Ok((
         [(

@@ -13,6 +13,7 @@
 //! ingest idempotent: a gateway that retries a batch after a lost answer
 //! stores nothing twice.
 
+mod alerts;
 mod schema;
 mod sqlite;
 mod writer;
@@ -23,8 +24,12 @@ use apr_wire::ingest::{GatewayDevice, IngestAck, IngestBatch};
 use apr_wire::Metric;
 use serde::{Deserialize, Serialize};
 
+use crate::alerting::engine::{Outcome, Snapshot};
+use crate::alerting::{Alert, AlertKind, AlertState};
 use crate::auth::Role;
 use crate::error::Result;
+use crate::limits::LimitOverride;
+use crate::notify::NotificationPref;
 
 /// A region (e.g. `biobio`, "Biobío").
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -300,6 +305,52 @@ pub trait SeriesStore: Send + Sync {
     fn quarantine(&self, apr: &str, limit: usize) -> Result<Vec<QuarantineEntry>>;
     /// Readings stored in total (kept as a running count, not counted).
     fn readings_stored(&self) -> u64;
+}
+
+/// Which alerts to list.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct AlertQuery {
+    /// Only these APRs (`None`: every APR).
+    pub aprs: Option<Vec<String>>,
+    /// Only this state.
+    pub state: Option<AlertState>,
+    /// Only this kind.
+    pub kind: Option<AlertKind>,
+    /// Only this device.
+    pub device: Option<String>,
+    /// Most alerts, newest first.
+    pub limit: usize,
+}
+
+/// Alerts, their engine's state, per-APR limits and notification preferences.
+pub trait AlertStore: Send + Sync {
+    /// What the alert engine restarts from.
+    fn load_alerting(&self) -> Result<Snapshot>;
+    /// Stores an engine outcome in one transaction.
+    fn apply_alerting(&self, outcome: &Outcome) -> Result<()>;
+    /// Alerts, newest first.
+    fn alerts(&self, query: &AlertQuery) -> Result<Vec<Alert>>;
+    /// One alert.
+    fn alert(&self, id: i64) -> Result<Option<Alert>>;
+    /// Alerts not resolved, counted per APR.
+    fn open_alerts_by_apr(&self) -> Result<Vec<(String, u64)>>;
+    /// The limit overrides of one APR (all APRs when `None`), by APR and key.
+    fn limit_overrides(&self, apr: Option<&str>) -> Result<Vec<(String, LimitOverride)>>;
+    /// Sets (`Some`) or removes (`None`) overrides of one APR in one
+    /// transaction.
+    fn set_limit_overrides(
+        &self,
+        apr: &str,
+        changes: &[(String, Option<serde_json::Value>)],
+        by: &str,
+        at_ms: i64,
+    ) -> Result<()>;
+    /// Notification preferences of one user (every user when `None`), as
+    /// (username, preference).
+    fn notification_prefs(&self, username: Option<&str>)
+        -> Result<Vec<(String, NotificationPref)>>;
+    /// Replaces a user's notification preferences.
+    fn set_notification_prefs(&self, username: &str, prefs: &[NotificationPref]) -> Result<()>;
 }
 
 #[cfg(test)]

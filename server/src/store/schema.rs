@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The schema version this server writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 const V1: &str = r"
 CREATE TABLE regions(
@@ -97,8 +97,68 @@ CREATE TABLE counts(
 INSERT INTO counts(name, value) VALUES ('readings', 0);
 ";
 
+/// Alerts (see `crate::alerting`): the alerts themselves, kept as history;
+/// the pending conditions and night-flow states the engine restarts from;
+/// per-APR limit overrides; notification preferences. The partial unique
+/// index keeps one alert open per (APR, device, kind).
+const V2: &str = r"
+CREATE TABLE alerts(
+    id INTEGER PRIMARY KEY,
+    apr TEXT NOT NULL,
+    device TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    severity TEXT NOT NULL,
+    state TEXT NOT NULL CHECK (state IN ('open', 'acknowledged', 'resolved')),
+    opened_at INTEGER NOT NULL,
+    value REAL NOT NULL,
+    threshold REAL NOT NULL,
+    acknowledged_by TEXT,
+    acknowledged_at INTEGER,
+    acknowledged_comment TEXT,
+    resolved_by TEXT,
+    resolved_at INTEGER,
+    resolved_comment TEXT,
+    escalated_at INTEGER,
+    last_notified_at INTEGER
+);
+CREATE UNIQUE INDEX alerts_one_open ON alerts(apr, device, kind) WHERE state <> 'resolved';
+CREATE INDEX alerts_by_apr ON alerts(apr, opened_at);
+CREATE TABLE alert_pending(
+    apr TEXT NOT NULL,
+    device TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    since_ms INTEGER NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY(apr, device, kind)
+) WITHOUT ROWID;
+CREATE TABLE night_flow(
+    apr TEXT NOT NULL,
+    device TEXT NOT NULL,
+    state TEXT NOT NULL,
+    PRIMARY KEY(apr, device)
+) WITHOUT ROWID;
+CREATE TABLE limit_overrides(
+    apr TEXT NOT NULL REFERENCES aprs(id),
+    key TEXT NOT NULL,
+    value TEXT NOT NULL,
+    set_by TEXT NOT NULL,
+    set_at INTEGER NOT NULL,
+    PRIMARY KEY(apr, key)
+) WITHOUT ROWID;
+CREATE TABLE notification_prefs(
+    id INTEGER PRIMARY KEY,
+    user INTEGER NOT NULL REFERENCES users(id),
+    channel TEXT NOT NULL,
+    address TEXT NOT NULL,
+    secret TEXT,
+    min_severity TEXT NOT NULL,
+    aprs TEXT
+);
+CREATE INDEX notification_prefs_by_user ON notification_prefs(user);
+";
+
 /// Migrations in order; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
 
 /// Brings the schema of `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -141,7 +141,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` on a read connection from the pool.
-    fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
+    pub(super) fn read<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let pooled = self
             .readers
             .lock()
@@ -165,7 +165,7 @@ impl SqliteStore {
     }
 
     /// Runs `f` in its own write transaction on the writer thread.
-    fn write<T: Send + 'static>(
+    pub(super) fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
