@@ -32,6 +32,10 @@ pub struct GatewayConfig {
     pub validation: ValidationConfig,
     /// The spool between MQTT and the server.
     pub spool: SpoolConfig,
+    /// The devices: config push and liveness.
+    pub devices: DevicesConfig,
+    /// The `/metrics` listener.
+    pub metrics: MetricsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -44,6 +48,8 @@ impl Default for GatewayConfig {
             forward: ForwardConfig::default(),
             validation: ValidationConfig::default(),
             spool: SpoolConfig::default(),
+            devices: DevicesConfig::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -162,22 +168,79 @@ impl Default for ValidationConfig {
     }
 }
 
-/// `[spool]`: bounds of the store between MQTT and the server. When full,
-/// the gateway stops reading from MQTT (backpressure) and drops nothing.
+/// What a full spool does (`[spool] when_full`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum WhenFull {
+    /// Stop taking packs from MQTT until there is room: the broker holds
+    /// them, devices keep them in their outboxes. Nothing is dropped.
+    #[default]
+    Block,
+    /// Drop the oldest packs held, counting every dropped reading.
+    DropOldest,
+}
+
+/// `[spool]`: the store between MQTT and the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct SpoolConfig {
-    /// Most packs held (waiting or being forwarded).
-    pub max_packs: usize,
-    /// Most bytes held (approximate in memory).
+    /// Directory of the durable spool; empty: in memory (lost on restart,
+    /// devices are then acknowledged only once the server stored a pack).
+    pub dir: String,
+    /// Most bytes held (on disk: segments and ledger; in memory: approximate).
     pub max_bytes: u64,
+    /// What to do when full: `block` or `drop_oldest` (disk spool).
+    pub when_full: WhenFull,
+    /// Size at which a segment file is closed and a new one started (disk spool).
+    pub segment_bytes: u64,
+    /// Most packs held (in-memory spool).
+    pub max_packs: usize,
 }
 
 impl Default for SpoolConfig {
     fn default() -> Self {
         SpoolConfig {
-            max_packs: 500_000,
+            dir: String::new(),
             max_bytes: 256 * 1024 * 1024,
+            when_full: WhenFull::Block,
+            segment_bytes: 4 * 1024 * 1024,
+            max_packs: 500_000,
+        }
+    }
+}
+
+/// `[devices]`: configuration push and liveness.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct DevicesConfig {
+    /// How often to fetch the devices from the server and publish changed
+    /// retained `config`s, seconds (0: never).
+    pub refresh_s: u64,
+    /// A device silent for this many report intervals counts as offline.
+    pub silent_intervals: u32,
+}
+
+impl Default for DevicesConfig {
+    fn default() -> Self {
+        DevicesConfig {
+            refresh_s: 300,
+            silent_intervals: 3,
+        }
+    }
+}
+
+/// `[metrics]`: the gateway's own `/metrics` (Prometheus text).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Listen address (`host:port`); empty: no listener.
+    pub listen: String,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        MetricsConfig {
+            listen: "127.0.0.1:9184".into(),
         }
     }
 }
@@ -238,10 +301,32 @@ shutdown_flush_ms = {shutdown_flush_ms}
 max_future_s = {max_future_s}
 
 [spool]
-# Bounds of the store between MQTT and the server. When it is full the
-# gateway stops reading from MQTT (backpressure); nothing is dropped.
-max_packs = {max_packs}
+# The store between MQTT and the server. With a directory it is durable:
+# length-prefixed, CRC-checked records in fsync'd segment files plus a ledger,
+# and devices are acknowledged as soon as a pack is on disk. Empty: in memory,
+# and devices are acknowledged only once the server stored the pack.
+dir = {dir}
+# Most bytes held (on disk: segments and ledger).
 max_bytes = {max_bytes}
+# When full: "block" (stop reading MQTT; devices keep their packs) or
+# "drop_oldest" (drop the oldest packs; every dropped reading is counted).
+when_full = {when_full}
+# A segment file is closed at this size (disk spool).
+segment_bytes = {segment_bytes}
+# Most packs held (in-memory spool).
+max_packs = {max_packs}
+
+[devices]
+# How often to fetch the devices from the server and publish each device's
+# retained config when it changed, seconds (0: never).
+refresh_s = {refresh_s}
+# A device silent for this many report intervals is reported offline.
+silent_intervals = {silent_intervals}
+
+[metrics]
+# Listen address of the gateway's /metrics (Prometheus text), read by
+# `apr-gateway status`; empty: no listener.
+listen = {listen}
 "#,
         id = v(&c.id),
         aprs = v(&c.aprs),
@@ -260,8 +345,14 @@ max_bytes = {max_bytes}
         request_timeout_ms = v(&c.forward.request_timeout_ms),
         shutdown_flush_ms = v(&c.forward.shutdown_flush_ms),
         max_future_s = v(&c.validation.max_future_s),
+        dir = v(&c.spool.dir),
         max_packs = v(&c.spool.max_packs),
         max_bytes = v(&c.spool.max_bytes),
+        when_full = v(&c.spool.when_full),
+        segment_bytes = v(&c.spool.segment_bytes),
+        refresh_s = v(&c.devices.refresh_s),
+        silent_intervals = v(&c.devices.silent_intervals),
+        listen = v(&c.metrics.listen),
     )
 }
 

@@ -8,8 +8,17 @@
 //! the server refuses (4xx other than 408 / 429) is logged at `error` with the
 //! server's message and retried at the longest delay, so the gateway never
 //! spins and never drops it. Only after the acknowledgment are the packs
-//! released from the spool and the devices acknowledged on MQTT
-//! ([`crate::ack`]).
+//! released from the spool; with an in-memory spool the devices are
+//! acknowledged on MQTT then ([`crate::ack`]), with a durable one they were
+//! acknowledged when the packs reached the disk.
+//!
+//! # Modes
+//! [`Mode`] is a pure state machine ([`next_mode`]), in the spirit of
+//! bytebeamio/uplink's serializer: `live` (the spool holds at most a batch:
+//! let each batch fill for `max_batch_delay_ms`), `catch_up` (a backlog:
+//! full batches back to back, live data first since [`Spool::next_batch`]
+//! hands out the newest packs), `offline` (the last attempt failed: retry
+//! the same batch with exponential backoff and jitter).
 
 use std::future::Future;
 use std::sync::atomic::Ordering::Relaxed;
@@ -65,6 +74,70 @@ pub trait Sink: Send + Sync + 'static {
         &self,
         batch: &IngestBatch,
     ) -> impl Future<Output = Result<IngestAck, SinkError>> + Send;
+
+    /// The devices of the gateway's APRs, for the config push, the liveness
+    /// intervals and the embedded broker's directory; `None` if this sink
+    /// cannot tell.
+    fn devices(
+        &self,
+    ) -> impl Future<Output = Result<Option<Vec<GatewayDevice>>, SinkError>> + Send {
+        async { Ok(None) }
+    }
+}
+
+/// The forwarder's mode (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Up to date: batches fill for a moment, then go.
+    #[default]
+    Live,
+    /// A backlog drains: full batches back to back, newest first.
+    CatchUp,
+    /// The server cannot be reached (or refuses): retry with backoff.
+    Offline,
+}
+
+impl Mode {
+    /// The name used in `/metrics` and logs.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Mode::Live => "live",
+            Mode::CatchUp => "catch_up",
+            Mode::Offline => "offline",
+        }
+    }
+
+    /// Its number in the `apr_gateway_mode` gauge (0 live, 1 catch-up, 2 offline).
+    pub fn code(self) -> u64 {
+        match self {
+            Mode::Live => 0,
+            Mode::CatchUp => 1,
+            Mode::Offline => 2,
+        }
+    }
+}
+
+/// What happened to the last attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Attempt {
+    /// The server stored the batch; `waiting` readings are left in the spool.
+    Delivered {
+        /// Readings waiting in the spool after the batch.
+        waiting: u64,
+    },
+    /// The attempt failed.
+    Failed,
+}
+
+/// The mode after an attempt: offline on a failure; after a delivery,
+/// catch-up while more than a batch (`batch_readings`) is waiting, else live.
+pub fn next_mode(_current: Mode, attempt: Attempt, batch_readings: u64) -> Mode {
+    match attempt {
+        Attempt::Failed => Mode::Offline,
+        Attempt::Delivered { waiting } if waiting > batch_readings => Mode::CatchUp,
+        Attempt::Delivered { .. } => Mode::Live,
+    }
 }
 
 /// The server's ingest endpoint over HTTP.
@@ -163,6 +236,10 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 }
 
 impl Sink for HttpSink {
+    async fn devices(&self) -> Result<Option<Vec<GatewayDevice>>, SinkError> {
+        self.fetch_devices().await.map(Some)
+    }
+
     async fn send(&self, batch: &IngestBatch) -> Result<IngestAck, SinkError> {
         let body = serde_json::to_vec(batch).map_err(|e| SinkError::Setup(e.to_string()))?;
         let response = self
@@ -303,9 +380,10 @@ impl<S: Spool, K: Sink> Forwarder<S, K> {
                 Wake::Closing => continue,
                 Wake::Expired => break,
             }
-            // Let the batch fill for a moment, unless it is full already.
+            // Live: let the batch fill for a moment, unless it is full already.
             let fill_until = Instant::now() + self.config.batch_delay();
-            while !self.is_closing()
+            while self.counters.mode() == Mode::Live
+                && !self.is_closing()
                 && self.spool.waiting_readings() < self.config.max_batch_readings as u64
             {
                 let appended = self.spool.appended();
@@ -344,10 +422,24 @@ impl<S: Spool, K: Sink> Forwarder<S, K> {
             self.spool.release(&ids).await?;
             Counters::add(&self.counters.batches_forwarded, 1);
             Counters::add(&self.counters.packs_forwarded, batch.packs.len());
-            let acks = group_acks(&batch.packs);
-            span.in_scope(|| debug!(devices = acks.len(), "batch acknowledged"));
-            if !acks.is_empty() && self.acks.send(acks).is_err() {
-                warn!("the acknowledgment publisher is gone; devices will resend");
+            Counters::add(&self.counters.readings_forwarded, readings);
+            self.counters
+                .last_delivery_ms
+                .store(crate::uplink::now_ms().max(0) as u64, Relaxed);
+            let mode = next_mode(
+                self.counters.mode(),
+                Attempt::Delivered {
+                    waiting: self.spool.waiting_readings(),
+                },
+                self.config.max_batch_readings as u64,
+            );
+            self.counters.set_mode(mode);
+            if !self.spool.durable() {
+                let acks = group_acks(&batch.packs);
+                span.in_scope(|| debug!(devices = acks.len(), "batch acknowledged"));
+                if !acks.is_empty() && self.acks.send(acks).is_err() {
+                    warn!("the acknowledgment publisher is gone; devices will resend");
+                }
             }
         }
         if drain_until.is_some() {
@@ -383,6 +475,12 @@ impl<S: Spool, K: Sink> Forwarder<S, K> {
                 Err(e) => e,
             };
             self.counters.forward_errors.fetch_add(1, Relaxed);
+            let was = self.counters.mode();
+            let mode = next_mode(was, Attempt::Failed, self.config.max_batch_readings as u64);
+            if was != mode {
+                warn!(error = %e, "the server cannot be reached; the spool keeps the packs (mode offline)");
+            }
+            self.counters.set_mode(mode);
             attempt = attempt.saturating_add(1);
             let delay = if e.is_refusal() {
                 error!(error = %e, seq = batch.seq, "the server refused the batch; retrying at the longest delay");
@@ -425,6 +523,23 @@ mod tests {
     use super::*;
 
     const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_failure_goes_offline_and_a_delivery_returns_to_live_or_catch_up() {
+        assert_eq!(next_mode(Mode::Live, Attempt::Failed, 100), Mode::Offline);
+        assert_eq!(
+            next_mode(Mode::Offline, Attempt::Delivered { waiting: 5_000 }, 100),
+            Mode::CatchUp
+        );
+        assert_eq!(
+            next_mode(Mode::CatchUp, Attempt::Delivered { waiting: 100 }, 100),
+            Mode::Live
+        );
+        assert_eq!(
+            next_mode(Mode::Offline, Attempt::Delivered { waiting: 0 }, 100),
+            Mode::Live
+        );
+    }
 
     #[test]
     fn backoff_doubles_from_the_minimum_up_to_the_maximum() {

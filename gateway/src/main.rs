@@ -23,6 +23,19 @@ enum Command {
     },
     /// Print a commented configuration template with the defaults.
     Configfile,
+    /// Tell whether data is flowing and how far behind it is (reads the
+    /// running gateway's /metrics).
+    Status {
+        /// The gateway's /metrics address (default: `[metrics] listen` of the configuration).
+        #[arg(long)]
+        metrics: Option<String>,
+        /// TOML configuration file, for `[metrics] listen`.
+        #[arg(long, short)]
+        config: Option<PathBuf>,
+        /// Language of the message: es (default) or en.
+        #[arg(long, default_value = "es")]
+        lang: String,
+    },
 }
 
 #[tokio::main]
@@ -31,6 +44,38 @@ async fn main() -> anyhow::Result<()> {
     match cli.command {
         Command::Configfile => {
             print!("{}", apr_gateway::configfile());
+            Ok(())
+        }
+        Command::Status {
+            metrics,
+            config,
+            lang,
+        } => {
+            use apr_gateway::status::{fetch_metrics, message, Lang, Status};
+            let lang = if lang.eq_ignore_ascii_case("en") {
+                Lang::En
+            } else {
+                Lang::Es
+            };
+            let addr = match metrics {
+                Some(a) => a,
+                None => {
+                    apr_gateway::GatewayConfig::load(config.as_deref())
+                        .context("loading the configuration")?
+                        .metrics
+                        .listen
+                }
+            };
+            let text = fetch_metrics(&addr).await.map_err(|e| {
+                anyhow::anyhow!(if lang == Lang::Es {
+                    format!("El gateway no responde en {addr} ({e}): ¿está en marcha?")
+                } else {
+                    format!("The gateway does not answer on {addr} ({e}): is it running?")
+                })
+            })?;
+            let status =
+                Status::from_metrics(&text).context("the page is not the gateway's /metrics")?;
+            println!("{}", message(&status, lang));
             Ok(())
         }
         Command::Run { config } => {

@@ -16,9 +16,21 @@
 //!   acknowledged the batch. A durable spool hands unreleased packs out again
 //!   after a restart; the server's ingest is idempotent, so that is harmless.
 //!
-//! [`MemorySpool`] is the in-memory implementation (lost on restart; the
-//! devices' end-to-end `ack` makes that safe, they resend). A durable disk
-//! spool with fsync fits behind the same trait.
+//! Two implementations:
+//! - [`MemorySpool`], in memory (lost on restart). It is not
+//!   [`durable`](Spool::durable), so the gateway names a pack on the device's
+//!   `ack` topic only after the *server* stored it; the devices' outboxes
+//!   keep everything else and resend it.
+//! - [`DiskSpool`], durable (segment files with fsync'd, CRC-checked records
+//!   and a ledger of released ids; see [`disk`]). The gateway acknowledges a
+//!   pack to its device as soon as [`Spool::append_batch`] returns, so
+//!   devices free their outboxes during long server outages, and the pack
+//!   leaves the spool only once the server stored it.
+//!
+//! [`AnySpool`] picks one as configured (`[spool] dir`).
+
+pub mod disk;
+pub mod fs;
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
@@ -29,6 +41,8 @@ use serde::Serialize;
 use tokio::sync::Notify;
 
 use crate::config::SpoolConfig;
+
+pub use disk::{DiskSpool, DiskSpoolOptions};
 
 /// A pack's id in the spool: monotonic, never reused.
 pub type SpoolId = u64;
@@ -53,12 +67,70 @@ pub enum SpoolError {
     /// Storage failed (durable implementations).
     #[error("spool storage: {0}")]
     Storage(String),
+    /// A file operation failed (durable implementations).
+    #[error("spool file: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// The state of a spool beyond its depth: durability, disk use, losses.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct SpoolHealth {
+    /// Whether appended packs survive a crash (the ack point, see [`Spool::durable`]).
+    pub durable: bool,
+    /// Bytes on disk (segments and ledger; 0 in memory).
+    pub disk_bytes: u64,
+    /// The configured bound of `disk_bytes`.
+    pub max_bytes: u64,
+    /// When the oldest held pack was received, ms since the Unix epoch.
+    pub oldest_received_ms: Option<i64>,
+    /// Packs dropped (`when_full = drop_oldest`, or unreadable on disk).
+    pub dropped_packs: u64,
+    /// Readings in those packs.
+    pub dropped_readings: u64,
+    /// Whether the last write found the disk full.
+    pub disk_full: bool,
+    /// Writes that failed with a full disk.
+    pub disk_full_errors: u64,
+    /// Other failed file operations.
+    pub storage_errors: u64,
+    /// Torn or corrupted records found (on open or on reading back).
+    pub corrupt_records: u64,
+    /// Bytes discarded with them.
+    pub discarded_bytes: u64,
 }
 
 /// The store between the MQTT side and the forwarder (see the module doc).
 pub trait Spool: Send + Sync + 'static {
     /// Stores a pack, waiting while the spool is full.
     fn append(&self, pack: IngestPack) -> impl Future<Output = Result<SpoolId, SpoolError>> + Send;
+
+    /// Stores packs as one group (one write and one sync for a durable
+    /// spool); when it returns, they are all stored. Ids ascend.
+    fn append_batch(
+        &self,
+        packs: Vec<IngestPack>,
+    ) -> impl Future<Output = Result<Vec<SpoolId>, SpoolError>> + Send {
+        async move {
+            let mut ids = Vec::with_capacity(packs.len());
+            for p in packs {
+                ids.push(self.append(p).await?);
+            }
+            Ok(ids)
+        }
+    }
+
+    /// Whether a stored pack survives a crash of the gateway. A durable
+    /// spool is the ack point: devices are acknowledged once
+    /// [`Spool::append_batch`] returns; otherwise once the server stored
+    /// the pack.
+    fn durable(&self) -> bool {
+        false
+    }
+
+    /// Durability, disk use and losses.
+    fn health(&self) -> SpoolHealth {
+        SpoolHealth::default()
+    }
 
     /// Hands out up to `max_readings` readings' worth of packs not handed out
     /// yet, newest first (always at least one pack if any is waiting), in id
@@ -275,6 +347,77 @@ impl Spool for MemorySpool {
 
     fn depth(&self) -> SpoolDepth {
         self.lock().held
+    }
+}
+
+/// The spool as configured: [`DiskSpool`] when `[spool] dir` is set,
+/// [`MemorySpool`] otherwise.
+#[derive(Debug)]
+pub enum AnySpool {
+    /// In memory.
+    Memory(MemorySpool),
+    /// On disk.
+    Disk(DiskSpool),
+}
+
+impl AnySpool {
+    /// Opens the configured spool.
+    pub fn from_config(config: &SpoolConfig) -> Result<AnySpool, SpoolError> {
+        if config.dir.is_empty() {
+            Ok(AnySpool::Memory(MemorySpool::from_config(config)))
+        } else {
+            Ok(AnySpool::Disk(DiskSpool::from_config(config)?))
+        }
+    }
+}
+
+macro_rules! each {
+    ($self:ident, $s:ident => $e:expr) => {
+        match $self {
+            AnySpool::Memory($s) => $e,
+            AnySpool::Disk($s) => $e,
+        }
+    };
+}
+
+impl Spool for AnySpool {
+    async fn append(&self, pack: IngestPack) -> Result<SpoolId, SpoolError> {
+        each!(self, s => s.append(pack).await)
+    }
+    async fn append_batch(&self, packs: Vec<IngestPack>) -> Result<Vec<SpoolId>, SpoolError> {
+        each!(self, s => s.append_batch(packs).await)
+    }
+    fn durable(&self) -> bool {
+        each!(self, s => s.durable())
+    }
+    fn health(&self) -> SpoolHealth {
+        each!(self, s => s.health())
+    }
+    async fn next_batch(
+        &self,
+        max_readings: usize,
+    ) -> Result<Vec<(SpoolId, IngestPack)>, SpoolError> {
+        each!(self, s => s.next_batch(max_readings).await)
+    }
+    async fn release(&self, ids: &[SpoolId]) -> Result<(), SpoolError> {
+        each!(self, s => s.release(ids).await)
+    }
+    fn waiting_readings(&self) -> u64 {
+        each!(self, s => s.waiting_readings())
+    }
+    async fn appended(&self) {
+        each!(self, s => s.appended().await)
+    }
+    fn depth(&self) -> SpoolDepth {
+        each!(self, s => s.depth())
+    }
+}
+
+impl std::fmt::Debug for MemorySpool {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemorySpool")
+            .field("depth", &self.depth())
+            .finish_non_exhaustive()
     }
 }
 

@@ -7,7 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use apr_wire::validate::RefusalReason;
 use serde::Serialize;
 
-use crate::spool::SpoolDepth;
+use crate::forward::Mode;
+use crate::spool::{SpoolDepth, SpoolHealth};
 
 /// The live counters (shared by the uplink, forwarder and acker tasks).
 #[derive(Debug, Default)]
@@ -22,9 +23,28 @@ pub(crate) struct Counters {
     pub forward_errors: AtomicU64,
     pub acks_published: AtomicU64,
     pub mqtt_connections: AtomicU64,
+    pub readings_forwarded: AtomicU64,
+    /// When the server last stored a batch, ms since the epoch (0: never).
+    pub last_delivery_ms: AtomicU64,
+    /// The forwarder's [`Mode`] code.
+    pub mode: AtomicU64,
+    pub configs_published: AtomicU64,
+    pub devices_silent: AtomicU64,
 }
 
 impl Counters {
+    pub fn mode(&self) -> Mode {
+        match self.mode.load(Relaxed) {
+            1 => Mode::CatchUp,
+            2 => Mode::Offline,
+            _ => Mode::Live,
+        }
+    }
+
+    pub fn set_mode(&self, mode: Mode) {
+        self.mode.store(mode.code(), Relaxed);
+    }
+
     pub fn refuse(&self, reason: RefusalReason) {
         if let Some(i) = RefusalReason::ALL.iter().position(|r| *r == reason) {
             self.refused[i].fetch_add(1, Relaxed);
@@ -35,7 +55,7 @@ impl Counters {
         counter.fetch_add(n as u64, Relaxed);
     }
 
-    pub fn snapshot(&self, spool: SpoolDepth) -> GatewayStats {
+    pub fn snapshot(&self, spool: SpoolDepth, health: SpoolHealth) -> GatewayStats {
         GatewayStats {
             packs_received: self.packs_received.load(Relaxed),
             readings_accepted: self.readings_accepted.load(Relaxed),
@@ -51,7 +71,16 @@ impl Counters {
             forward_errors: self.forward_errors.load(Relaxed),
             acks_published: self.acks_published.load(Relaxed),
             mqtt_connections: self.mqtt_connections.load(Relaxed),
+            readings_forwarded: self.readings_forwarded.load(Relaxed),
+            last_delivery_ms: match self.last_delivery_ms.load(Relaxed) {
+                0 => None,
+                t => i64::try_from(t).ok(),
+            },
+            mode: self.mode(),
+            configs_published: self.configs_published.load(Relaxed),
+            devices_silent: self.devices_silent.load(Relaxed),
             spool,
+            spool_health: health,
         }
     }
 }
@@ -79,8 +108,20 @@ pub struct GatewayStats {
     pub acks_published: u64,
     /// Successful MQTT connections (1 + reconnects).
     pub mqtt_connections: u64,
+    /// Readings in the batches the server acknowledged.
+    pub readings_forwarded: u64,
+    /// When the server last stored a batch, ms since the Unix epoch.
+    pub last_delivery_ms: Option<i64>,
+    /// The forwarder's mode now.
+    pub mode: Mode,
+    /// Retained `config` messages published to devices.
+    pub configs_published: u64,
+    /// Times a device was reported offline for being silent.
+    pub devices_silent: u64,
     /// What the spool holds now.
     pub spool: SpoolDepth,
+    /// The spool's durability, disk use and losses.
+    pub spool_health: SpoolHealth,
 }
 
 impl GatewayStats {
@@ -105,7 +146,7 @@ mod tests {
         c.refuse(RefusalReason::Oversized);
         c.refuse(RefusalReason::Oversized);
         c.refuse(RefusalReason::TopicDenied);
-        let s = c.snapshot(SpoolDepth::default());
+        let s = c.snapshot(SpoolDepth::default(), SpoolHealth::default());
         assert_eq!(s.refused.len(), RefusalReason::ALL.len());
         assert_eq!(s.refused(RefusalReason::Oversized), 2);
         assert_eq!(s.refused(RefusalReason::TopicDenied), 1);

@@ -12,8 +12,14 @@
 //! - A topic that is not a device topic is counted and logged as
 //!   `topic_denied`; a pack from an APR this gateway does not serve is
 //!   forwarded as a `topic_denied` refusal (quarantine) without readings.
-//! - Backpressure: while the spool is full the loop stops polling, so the
-//!   broker holds (or, past its limits, drops) the publishes. Nothing is
+//! - Group commit: the loop hands packs to the [`spooler`] task over a
+//!   bounded channel; the spooler appends everything that arrived while its
+//!   previous append was syncing as one group ([`Spool::append_batch`]).
+//!   With a durable spool it then names the packs on their devices' `ack`
+//!   topics at once: they are on disk.
+//! - Backpressure: while the spool is full the spooler waits, the channel
+//!   fills and the loop stops polling, so the broker holds (or, past its
+//!   limits, drops) the publishes. Nothing is
 //!   lost for good: a device resends every pack whose `bt` it has not seen on
 //!   `ack`. A long stall can outlast the MQTT keep-alive; the client then
 //!   reconnects and subscribes again.
@@ -39,6 +45,7 @@ use crate::config::GatewayConfig;
 use crate::forward::StatusQueue;
 use crate::spool::Spool;
 use crate::stats::Counters;
+
 use crate::Error;
 
 /// Capacity of the MQTT client's request channel (acks being published).
@@ -230,20 +237,57 @@ pub(crate) async fn flag_set(rx: &mut watch::Receiver<bool>) {
 }
 
 /// The MQTT loop.
-pub(crate) struct Uplink<S> {
+pub(crate) struct Uplink {
     pub client: AsyncClient,
     pub eventloop: EventLoop,
     pub filters: Vec<SubscribeFilter>,
     pub served: HashSet<String>,
     pub max_future_ms: i64,
-    pub spool: Arc<S>,
+    /// To the spooler; `None` once closing.
+    pub packs: Option<mpsc::Sender<IngestPack>>,
     pub statuses: Arc<StatusQueue>,
     pub counters: Arc<Counters>,
+    /// Packs and statuses seen, for the liveness check.
+    pub liveness: Arc<crate::liveness::Tracker>,
     /// True while subscribed (after a SUBACK, until the connection drops).
     pub ready: watch::Sender<bool>,
 }
 
-impl<S: Spool> Uplink<S> {
+/// Most packs appended as one group.
+const MAX_GROUP_PACKS: usize = 2_048;
+/// Capacity of the channel from the MQTT loop to the spooler, in packs.
+pub(crate) const SPOOLER_CHANNEL: usize = 4_096;
+
+/// Appends packs to the spool in groups (one sync per group for a durable
+/// spool) and, if the spool is durable, acknowledges them to their devices.
+/// Ends when the MQTT loop closes its side and the channel is drained.
+pub(crate) async fn spooler<S: Spool>(
+    spool: Arc<S>,
+    mut packs: mpsc::Receiver<IngestPack>,
+    acks: mpsc::UnboundedSender<Vec<DeviceAck>>,
+) -> Result<(), Error> {
+    let durable = spool.durable();
+    let mut group = Vec::with_capacity(64);
+    loop {
+        if packs.recv_many(&mut group, MAX_GROUP_PACKS).await == 0 {
+            return Ok(());
+        }
+        let acked = durable.then(|| crate::ack::group_acks(&group));
+        let n = group.len();
+        let span = tracing::debug_span!("spool", packs = n);
+        spool
+            .append_batch(std::mem::take(&mut group))
+            .instrument(span)
+            .await?;
+        if let Some(acked) = acked {
+            if !acked.is_empty() && acks.send(acked).is_err() {
+                debug!("the acknowledgment publisher is gone; devices will resend");
+            }
+        }
+    }
+}
+
+impl Uplink {
     /// Runs until `closing`, then keeps the connection up until `acks_done`
     /// (the acknowledgments of the final flush are out) and disconnects.
     pub async fn run(
@@ -262,11 +306,16 @@ impl<S: Spool> Uplink<S> {
                 Ok(Event::Incoming(Incoming::Publish(p))) => {
                     failures = 0;
                     if let Some(pack) = self.take(&p.topic, &p.payload) {
-                        let span =
-                            tracing::debug_span!("spool", apr = %pack.apr, device = %pack.device);
+                        let Some(packs) = self.packs.clone() else {
+                            break;
+                        };
                         tokio::select! {
                             biased;
-                            appended = self.spool.append(pack).instrument(span) => { appended?; }
+                            sent = packs.send(pack) => {
+                                if sent.is_err() {
+                                    return Err(Error::Task("the spooler stopped".into()));
+                                }
+                            }
                             _ = flag_set(&mut closing) => {
                                 debug!("shutdown while the spool was full; the pack is not acknowledged and will be resent");
                                 break;
@@ -334,6 +383,8 @@ impl<S: Spool> Uplink<S> {
     /// Stops taking publishes, keeps the connection for the final acks, then
     /// disconnects cleanly.
     async fn close(mut self, mut acks_done: oneshot::Receiver<()>) {
+        // The spooler appends what it has, acknowledges it and ends.
+        self.packs = None;
         for f in &self.filters {
             let _ = self.client.try_unsubscribe(f.path.clone());
         }
@@ -403,6 +454,7 @@ impl<S: Spool> Uplink<S> {
             self.max_future_ms,
         ) {
             Intake::Pack(pack) => {
+                self.liveness.heard(&pack.apr, &pack.device, received_ms);
                 let span = tracing::debug_span!("pack", apr = %pack.apr, device = %pack.device, bt = ?pack.bt);
                 let _enter = span.enter();
                 self.counters.packs_received.fetch_add(1, Relaxed);
@@ -424,6 +476,8 @@ impl<S: Spool> Uplink<S> {
             }
             Intake::Status(status) => {
                 self.counters.statuses_received.fetch_add(1, Relaxed);
+                self.liveness
+                    .status(&status.apr, &status.device, status.online, received_ms);
                 debug!(apr = %status.apr, device = %status.device, online = status.online, "device status");
                 self.statuses.push(status);
                 None

@@ -132,6 +132,39 @@ impl Mosquitto {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Stops this mosquitto: SIGTERM and wait (`graceful`), or SIGKILL.
+    pub fn stop(&mut self, graceful: bool) {
+        if graceful {
+            let _ = Command::new("kill")
+                .args(["-TERM", &self.child.id().to_string()])
+                .status();
+        } else {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+
+    /// Starts it again on the same port with the same files (after [`Mosquitto::stop`]).
+    pub fn start_again(&mut self) {
+        let conf = self.dir.path().join("mosquitto.conf");
+        self.child = Command::new(which("mosquitto"))
+            .arg("-c")
+            .arg(&conf)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start mosquitto");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(self.addr).is_err() {
+            assert!(
+                Instant::now() < deadline,
+                "mosquitto did not restart on {}",
+                self.addr
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
 }
 
 impl Drop for Mosquitto {
