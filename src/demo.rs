@@ -27,6 +27,31 @@ use crate::credentials::{secret, Credentials, DeviceLogin, GatewayLogin, UserLog
 /// The demo fleet (demonstration data; see the file's header).
 pub const FLEET_CSV: &str = include_str!("../data/fleet.csv");
 
+/// Which scenario of the site twin runs at which demo APR (demonstration data).
+pub const SCENARIOS_CSV: &str = include_str!("../data/demo-scenarios.csv");
+
+/// The scenario named for `apr` in [`SCENARIOS_CSV`], if any.
+pub fn demo_scenario(apr: &str) -> Result<Option<apr_twin::Scenario>, DemoError> {
+    for (i, line) in SCENARIOS_CSV.lines().enumerate() {
+        let line = line.trim();
+        if line.is_empty() || line.starts_with('#') || line == "apr,scenario" {
+            continue;
+        }
+        let Some((id, name)) = line.split_once(',') else {
+            return Err(DemoError::Setup(format!(
+                "data/demo-scenarios.csv line {}: expected apr,scenario",
+                i + 1
+            )));
+        };
+        if id == apr {
+            return apr_twin::Scenario::builtin(name).map(Some).map_err(|e| {
+                DemoError::Setup(format!("data/demo-scenarios.csv line {}: {e}", i + 1))
+            });
+        }
+    }
+    Ok(None)
+}
+
 /// The region of the demo's GORE reviewer.
 pub const DEMO_REGION: &str = "biobio";
 
@@ -185,6 +210,13 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
         };
         config.server.url = format!("http://{http_addr}");
         config.server.token = gw.token.clone();
+        // Each gateway's durable spool lives in the data dir, as a site
+        // gateway's would on its own disk.
+        config.spool.dir = data_dir
+            .join("gateways")
+            .join(&gw.gateway)
+            .to_string_lossy()
+            .into_owned();
         gateways.push(Gateway::start_http(config).await?);
     }
     for g in &gateways {
@@ -197,9 +229,10 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
 
     // 5. The fleet.
     let aprs = state.registry().aprs()?;
-    let sites: Vec<SiteSpec> = aprs
-        .iter()
-        .map(|a| SiteSpec {
+    let mut sites: Vec<SiteSpec> = Vec::with_capacity(aprs.len());
+    for a in &aprs {
+        sites.push(SiteSpec {
+            scenario: demo_scenario(&a.id)?,
             profile: SiteProfile {
                 apr: a.id.clone(),
                 beneficiaries: u32::try_from(a.beneficiaries).unwrap_or(u32::MAX),
@@ -221,8 +254,8 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
                     })
                 })
                 .collect(),
-        })
-        .collect();
+        });
+    }
     let progress = Arc::new(FleetProgress::default());
     let (stop_fleet, fleet_stopped) = watch::channel(false);
     let fleet_opts = FleetOptions {

@@ -61,18 +61,13 @@ struct Args {
     test_threads: Option<usize>,
 }
 
-const METRICS: [Metric; 10] = [
-    Metric::Flow,
-    Metric::Volume,
-    Metric::Chlorine,
-    Metric::Turbidity,
-    Metric::Ph,
-    Metric::Conductivity,
-    Metric::Pressure,
-    Metric::TankLevel,
-    Metric::Battery,
-    Metric::Rssi,
-];
+/// The ten numeric metrics of the table: one report of a site.
+fn metrics() -> Vec<Metric> {
+    Metric::ALL
+        .into_iter()
+        .filter(|m| m.kind() == apr_wire::metric::ValueKind::Number)
+        .collect()
+}
 
 fn now_s() -> f64 {
     SystemTime::now()
@@ -307,7 +302,7 @@ async fn run(args: Args) -> bool {
     let per_pack = args.reports_per_pack.max(1);
     let pack_interval = if args.rate > 0 {
         Some(Duration::from_secs_f64(
-            (n * per_pack * METRICS.len()) as f64 / args.rate as f64,
+            (n * per_pack * metrics().len()) as f64 / args.rate as f64,
         ))
     } else {
         None
@@ -332,7 +327,8 @@ async fn run(args: Args) -> bool {
         sites.push(tokio::spawn(async move {
             let mut dev = SimDevice::connect(o, counters).expect("device");
             let mut seq: u64 = 0;
-            let mut samples = Vec::with_capacity(per_pack * METRICS.len());
+            let metrics = metrics();
+            let mut samples = Vec::with_capacity(per_pack * metrics.len());
             let mut tick = pack_interval.map(|d| {
                 let mut t = tokio::time::interval(d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -346,7 +342,7 @@ async fn run(args: Args) -> bool {
                 for _ in 0..per_pack {
                     let t = base + seq as f64;
                     seq += 1;
-                    for (k, m) in METRICS.iter().enumerate() {
+                    for (k, m) in metrics.iter().enumerate() {
                         let (lo, hi) = m.range();
                         let v = lo.max(0.0)
                             + ((seq as f64 + k as f64) % 7.0) / 7.0
@@ -443,7 +439,7 @@ async fn run(args: Args) -> bool {
     let cpu = cpu_seconds() - cpu0;
     let sent_packs = counters.packs_sent.load(Ordering::Relaxed);
     let acked_readings = counters.readings_acked.load(Ordering::Relaxed);
-    let published_readings = sent_packs * (per_pack * METRICS.len()) as u64;
+    let published_readings = sent_packs * (per_pack * metrics().len()) as u64;
     // Probe readings are stored too; count only the sites' own.
     let stored = state.series().readings_stored() - stored0 - lat.len() as u64;
     let rss = rss_mib();

@@ -1,6 +1,15 @@
 //! A fleet of simulated sites: each site's devices first backfill the history
 //! window (packs of several report times, as a device with a backlog sends
 //! them), wait until the gateway has acknowledged all of it, then report live.
+//!
+//! Every site runs its scenario's model ([`SiteSpec::scenario`], healthy by
+//! default) and its devices read it through the firmware core on simulated
+//! hardware ([`Board`]). The history is fast-forwarded: readings every
+//! [`FleetOptions::history_sample_s`] (5 min by default, so a 15-minute report
+//! is the median of three) with the meter on a hardware counter; live, the
+//! devices read every minute (or every live interval, if shorter) with every
+//! meter pulse simulated through the core's debouncer. A link outage of the
+//! scenario holds the device's reports until the link is back.
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -10,8 +19,10 @@ use apr_firmware::Sample;
 use tokio::sync::watch;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::board::{Board, BoardOptions, MeterWiring};
 use crate::device::{DeviceCounters, DeviceOptions, SimDevice};
 use crate::model::{DeviceRole, SiteModel, SiteProfile};
+use crate::scenario::Scenario;
 
 /// A device's MQTT login.
 #[derive(Debug, Clone)]
@@ -33,6 +44,9 @@ pub struct SiteSpec {
     pub profile: SiteProfile,
     /// Its devices.
     pub devices: Vec<DeviceLogin>,
+    /// The condition it is in ([`Scenario`]; `None` is healthy). Event days
+    /// count from the start of the history window.
+    pub scenario: Option<Scenario>,
 }
 
 /// How the fleet runs.
@@ -49,6 +63,8 @@ pub struct FleetOptions {
     pub history_step_s: f64,
     /// Report times carried in one history pack.
     pub history_reports_per_pack: usize,
+    /// Seconds between instrument readings during the history backfill.
+    pub history_sample_s: u32,
     /// Live report interval.
     pub live_interval: Duration,
     /// Seed for the site models.
@@ -63,6 +79,7 @@ impl Default for FleetOptions {
             history: Duration::from_secs(30 * 86_400),
             history_step_s: 900.0,
             history_reports_per_pack: 4,
+            history_sample_s: 300,
             live_interval: Duration::from_secs(60),
             seed: 2024,
         }
@@ -126,7 +143,22 @@ async fn run_site(
 ) {
     let now = now_s();
     let start = now - opts.history.as_secs_f64();
-    let mut model = SiteModel::new(site.profile.clone(), seed, start);
+    let scenario = site.scenario.clone().unwrap_or_default();
+    let mut model = SiteModel::with_scenario(site.profile.clone(), &scenario, seed, start);
+    let step = opts.history_step_s.max(1.0);
+    let history_board = BoardOptions {
+        sample_period_s: opts.history_sample_s.clamp(1, 3600),
+        report_interval_s: (step as u32).max(1),
+        meter: MeterWiring::HardwareCounter,
+        k_factor_l_per_pulse: scenario.site.k_factor_l_per_pulse,
+    };
+    let live_s = u32::try_from(opts.live_interval.as_secs().max(1)).unwrap_or(60);
+    let live_board = BoardOptions {
+        sample_period_s: live_s.min(60),
+        report_interval_s: live_s,
+        meter: MeterWiring::ReedSwitchPolled,
+        ..history_board
+    };
     let mut devices = Vec::new();
     for d in &site.devices {
         let o = DeviceOptions::new(
@@ -137,40 +169,50 @@ async fn run_site(
             &d.username,
             &d.password,
         );
+        let board = match Board::new(d.role, history_board, start) {
+            Ok(b) => b,
+            Err(e) => {
+                warn!(error = %e, "device not started");
+                continue;
+            }
+        };
         match SimDevice::connect(o, progress.counters.clone()) {
-            Ok(dev) => devices.push((d.role, dev)),
+            Ok(dev) => devices.push(Unit {
+                board,
+                device: dev,
+                buffer: Vec::new(),
+                running: true,
+            }),
             Err(e) => {
                 warn!(error = %e, "device not started");
             }
         }
     }
     // History backfill.
-    let step = opts.history_step_s.max(1.0);
     let per_pack = opts.history_reports_per_pack.max(1);
-    let mut buffers: Vec<Vec<Sample>> = devices.iter().map(|_| Vec::new()).collect();
-    let mut t = start + step;
+    let sample = f64::from(history_board.sample_period_s);
+    let mut t = start + sample;
     let mut reports = 0usize;
     while t <= now {
         model.advance_to(t);
-        for (i, (role, _)) in devices.iter().enumerate() {
-            model.samples(*role, &mut buffers[i]);
-        }
-        reports += 1;
-        if reports.is_multiple_of(per_pack) {
-            if flush(&mut devices, &mut buffers).await.is_err() {
-                return;
+        if tick_all(&mut model, &mut devices, t) {
+            reports += 1;
+            if reports.is_multiple_of(per_pack) && model.link_up() {
+                if flush(&mut devices).await.is_err() {
+                    return;
+                }
+                if *shutdown.borrow() {
+                    return;
+                }
             }
-            if *shutdown.borrow() {
-                return;
-            }
         }
-        t += step;
+        t += sample;
     }
-    if flush(&mut devices, &mut buffers).await.is_err() {
+    if flush(&mut devices).await.is_err() {
         return;
     }
-    for (_, d) in &devices {
-        while d.drain(Duration::from_secs(5)).await > 0 {
+    for u in &devices {
+        while u.device.drain(Duration::from_secs(5)).await > 0 {
             if *shutdown.borrow() {
                 return;
             }
@@ -181,36 +223,69 @@ async fn run_site(
         info!("history of every site acknowledged; fleet is live");
     }
     // Live reporting.
-    let mut tick = tokio::time::interval(opts.live_interval.max(Duration::from_millis(10)));
+    for u in &mut devices {
+        u.board.restart(live_board, now_s());
+    }
+    let mut tick = tokio::time::interval(
+        Duration::from_secs(u64::from(live_board.sample_period_s))
+            .min(opts.live_interval)
+            .max(Duration::from_millis(10)),
+    );
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = tick.tick() => {
-                model.advance_to(now_s());
-                for (i, (role, _)) in devices.iter().enumerate() {
-                    model.samples(*role, &mut buffers[i]);
-                }
-                if flush(&mut devices, &mut buffers).await.is_err() {
+                let t = now_s();
+                model.advance_to(t);
+                tick_all(&mut model, &mut devices, t);
+                if model.link_up() && flush(&mut devices).await.is_err() {
                     return;
                 }
             }
             _ = shutdown.changed() => break,
         }
     }
-    for (_, d) in &devices {
-        d.drain(Duration::from_secs(2)).await;
-        d.disconnect().await;
+    for u in &devices {
+        u.device.drain(Duration::from_secs(2)).await;
+        u.device.disconnect().await;
     }
 }
 
-async fn flush(
-    devices: &mut [(DeviceRole, SimDevice)],
-    buffers: &mut [Vec<Sample>],
-) -> Result<(), crate::TwinError> {
-    for ((_, dev), buf) in devices.iter_mut().zip(buffers.iter_mut()) {
-        if !buf.is_empty() {
-            dev.publish(buf).await?;
-            buf.clear();
+/// One device of a site: its board, its MQTT side and the reports waiting.
+struct Unit {
+    board: Board,
+    device: SimDevice,
+    buffer: Vec<Sample>,
+    running: bool,
+}
+
+/// Wakes every running device at `t`; returns whether any reported.
+fn tick_all(model: &mut SiteModel, devices: &mut [Unit], t: f64) -> bool {
+    let signals = model.signals();
+    let mut reported = false;
+    for u in devices {
+        let role = u.board.role();
+        if !model.device_running(role) {
+            u.running = false;
+            continue;
+        }
+        if !u.running {
+            u.board.restart(u.board.options(), t);
+            u.running = true;
+        }
+        if let Some(samples) = u.board.tick(t, &signals) {
+            u.buffer.extend_from_slice(samples);
+            reported = true;
+        }
+    }
+    reported
+}
+
+async fn flush(devices: &mut [Unit]) -> Result<(), crate::TwinError> {
+    for u in devices {
+        if !u.buffer.is_empty() {
+            u.device.publish(&u.buffer).await?;
+            u.buffer.clear();
         }
     }
     Ok(())
