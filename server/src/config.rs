@@ -30,6 +30,18 @@ pub struct Config {
     pub alerts: Alerts,
     /// `[notify]`
     pub notify: Notify,
+    /// `[ui]`
+    pub ui: Ui,
+}
+
+/// `[ui]`: the web dashboards (see `crate::ui`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Ui {
+    /// Mark the session cookie `Secure` on every response, not only on
+    /// requests that came over HTTPS (set it behind a TLS-terminating proxy
+    /// that does not send `X-Forwarded-Proto`).
+    pub secure_cookies: bool,
 }
 
 /// `[alerts]`: the alert engine's loop (thresholds are in `limits`, per APR).
@@ -197,6 +209,11 @@ smtp_from = {smtp_from}
 timeout_ms = {timeout_ms}
 # Notifications queued for delivery before new ones are dropped (counted).
 queue = {notify_queue}
+
+[ui]
+# Mark the session cookie Secure on every response. Without it the cookie is
+# Secure only when the request came over HTTPS (or X-Forwarded-Proto: https).
+secure_cookies = {secure_cookies}
 "#,
         listen = q(&d.http.listen),
         path = q(&d.store.path.to_string_lossy()),
@@ -209,6 +226,7 @@ queue = {notify_queue}
         smtp_from = q(&d.notify.smtp_from),
         timeout_ms = d.notify.timeout_ms,
         notify_queue = d.notify.queue,
+        secure_cookies = d.ui.secure_cookies,
     )
 }
 
@@ -236,6 +254,7 @@ mod tests {
             "[alerts]",
             "[notify]",
             "smtp_host",
+            "[ui]",
         ] {
             assert!(t.contains(s), "{s} missing from\n{t}");
         }

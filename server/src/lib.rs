@@ -28,6 +28,8 @@
 //!   delivered off the hot path.
 //! - [`counters`]: the counters and gauges exported on `/metrics`.
 //! - [`api`]: the HTTP routes, request tracing and the JSON error mapping.
+//! - [`ui`]: the web dashboards (sessions, CSRF, pages, live alerts) over
+//!   the `apr-dashboards` view layer.
 //! - [`error`]: the crate's one error type.
 //!
 //! The binary (`main.rs`) is a thin CLI over these: `serve`, `configfile`,
@@ -46,6 +48,7 @@ pub mod limits;
 pub mod notify;
 pub mod store;
 pub mod summary;
+pub mod ui;
 
 use std::sync::Arc;
 

@@ -57,6 +57,7 @@ struct Shared {
     alert_config: crate::config::Alerts,
     notify_config: crate::config::Notify,
     alerting: OnceLock<Arc<Alerting>>,
+    ui: crate::ui::Settings,
 }
 
 impl std::fmt::Debug for AppState {
@@ -88,13 +89,23 @@ impl AppState {
                 alert_config: config.alerts.clone(),
                 notify_config: config.notify.clone(),
                 alerting: OnceLock::new(),
+                ui: crate::ui::Settings::new(&config.ui, None),
             }),
         }
     }
 
     /// A state over one SQLite store serving as registry, series and alert store.
     pub fn with_sqlite(store: Arc<SqliteStore>, config: &Config) -> AppState {
-        AppState::new(store.clone(), store.clone(), store, config)
+        let mut state = AppState::new(store.clone(), store.clone(), store.clone(), config);
+        if let Some(shared) = Arc::get_mut(&mut state.inner) {
+            shared.ui = crate::ui::Settings::new(&config.ui, Some(store.path()));
+        }
+        state
+    }
+
+    /// The web UI's settings (see [`crate::ui`]).
+    pub fn ui_settings(&self) -> &crate::ui::Settings {
+        &self.inner.ui
     }
 
     /// The alert store.
@@ -281,6 +292,7 @@ pub fn app(state: AppState) -> Router {
             router = router.route(path, handler);
         }
     }
+    router = router.merge(crate::ui::router(&state));
     router
         .fallback(error::no_route)
         .method_not_allowed_fallback(error::method_not_allowed)
