@@ -12,6 +12,7 @@
 //! # Layout
 //! - [`metric`]: the metric table of CONTRACT §2.
 //! - [`id`] and [`topic`]: identifier rules and topic parsing.
+//! - [`checksum`]: CRC-32 and CRC-16/MODBUS (`no_std`).
 //! - [`encode`]: SenML JSON encoder into a caller's buffer (`no_std`).
 //! - `decode` (std): SenML JSON / CBOR into records, resolving base fields.
 //! - `validate` (std): records of one pack → accepted readings + refusals.
@@ -21,6 +22,7 @@
 #![cfg_attr(not(feature = "std"), no_std)]
 #![deny(unsafe_code, missing_docs)]
 
+pub mod checksum;
 pub mod encode;
 pub mod id;
 pub mod metric;

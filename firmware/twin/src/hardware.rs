@@ -261,21 +261,8 @@ impl I2c for SimAds1115 {
     }
 }
 
-/// CRC16/MODBUS.
-pub fn crc16(bytes: &[u8]) -> u16 {
-    let mut crc = 0xFFFFu16;
-    for &b in bytes {
-        crc ^= u16::from(b);
-        for _ in 0..8 {
-            crc = if crc & 1 != 0 {
-                (crc >> 1) ^ 0xA001
-            } else {
-                crc >> 1
-            };
-        }
-    }
-    crc
-}
+/// CRC16/MODBUS (the shared implementation).
+pub use apr_wire::checksum::crc16_modbus as crc16;
 
 /// The serial line to a Modbus RTU probe.
 #[derive(Debug)]

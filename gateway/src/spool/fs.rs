@@ -293,33 +293,8 @@ impl SpoolFs for MemFs {
     }
 }
 
-/// CRC-32 (IEEE 802.3, the one of zlib and PNG) of `data`.
-pub fn crc32(data: &[u8]) -> u32 {
-    const TABLE: [u32; 256] = {
-        let mut table = [0u32; 256];
-        let mut i = 0;
-        while i < 256 {
-            let mut c = i as u32;
-            let mut k = 0;
-            while k < 8 {
-                c = if c & 1 != 0 {
-                    0xEDB8_8320 ^ (c >> 1)
-                } else {
-                    c >> 1
-                };
-                k += 1;
-            }
-            table[i] = c;
-            i += 1;
-        }
-        table
-    };
-    let mut c = !0u32;
-    for b in data {
-        c = TABLE[((c ^ u32::from(*b)) & 0xFF) as usize] ^ (c >> 8);
-    }
-    !c
-}
+/// CRC-32 (IEEE 802.3, the one of zlib and PNG): the shared implementation.
+pub use apr_wire::checksum::crc32;
 
 #[cfg(test)]
 mod tests {
