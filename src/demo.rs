@@ -97,6 +97,9 @@ pub struct DemoOptions {
     pub credentials_out: Option<PathBuf>,
     /// Live report interval of the simulated devices.
     pub report_interval: Duration,
+    /// The series in VictoriaMetrics at this base URL (the registry, alerts
+    /// and KPIs stay in the embedded store); `None`: the embedded store.
+    pub series_url: Option<String>,
 }
 
 impl Default for DemoOptions {
@@ -108,6 +111,7 @@ impl Default for DemoOptions {
             history_days: 30,
             credentials_out: None,
             report_interval: Duration::from_secs(60),
+            series_url: None,
         }
     }
 }
@@ -154,6 +158,10 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
     // 1. Store, registry, logins.
     let mut config = apr_server::Config::default();
     config.store.path = data_dir.join("server.sqlite3");
+    if let Some(url) = &opts.series_url {
+        config.series.engine = apr_server::config::SeriesEngine::Victoriametrics;
+        config.series.url = url.clone();
+    }
     let state = {
         let config = config.clone();
         tokio::task::spawn_blocking(move || apr_server::open(&config))

@@ -33,6 +33,10 @@ enum Command {
         /// Live report interval of the simulated devices, seconds.
         #[arg(long, default_value_t = 60)]
         report_interval: u64,
+        /// Keep the series in VictoriaMetrics at this base URL (e.g.
+        /// http://127.0.0.1:8428) instead of the embedded store.
+        #[arg(long)]
+        series_url: Option<String>,
     },
 }
 
@@ -57,6 +61,7 @@ async fn main() -> anyhow::Result<()> {
             history_days,
             credentials_out,
             report_interval,
+            series_url,
         } => {
             let opts = apr::demo::DemoOptions {
                 http,
@@ -65,6 +70,7 @@ async fn main() -> anyhow::Result<()> {
                 history_days,
                 credentials_out,
                 report_interval: std::time::Duration::from_secs(report_interval.max(1)),
+                series_url,
             };
             let demo = apr::demo::start(opts).await?;
             println!("{}", demo.banner());

@@ -6,6 +6,8 @@ set -euo pipefail
 need=()
 command -v mosquitto >/dev/null 2>&1 || [ -x /usr/sbin/mosquitto ] || need+=(mosquitto)
 command -v mosquitto_pub >/dev/null 2>&1 || need+=(mosquitto-clients)
+# External series engine tests (tests/victoria.rs, tests/grafana.rs).
+[ -x /usr/bin/victoria-metrics ] || need+=(victoria-metrics)
 # Browser tests (tests/ui_browser.rs): Chromium headless through chromedriver.
 command -v chromium >/dev/null 2>&1 || need+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || need+=(chromium-driver)
@@ -30,3 +32,6 @@ if command -v systemctl >/dev/null 2>&1; then
     systemctl stop mosquitto >/dev/null 2>&1 || true
 fi
 pkill -x mosquitto >/dev/null 2>&1 || true
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl stop victoria-metrics >/dev/null 2>&1 || true
+fi

@@ -32,6 +32,68 @@ pub struct Config {
     pub notify: Notify,
     /// `[ui]`
     pub ui: Ui,
+    /// `[series]`
+    pub series: Series,
+}
+
+/// Which engine holds the series.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SeriesEngine {
+    /// The embedded SQLite store (`[store]`).
+    #[default]
+    Sqlite,
+    /// VictoriaMetrics (or another InfluxDB v2 write API with a
+    /// Prometheus-style query API) at `url`; SQLite keeps the rest.
+    Victoriametrics,
+}
+
+/// `[series]`: where the readings live (see `crate::store::victoria`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Series {
+    /// `sqlite` or `victoriametrics`.
+    pub engine: SeriesEngine,
+    /// Base URL of the engine (a path prefix is kept).
+    pub url: String,
+    /// InfluxDB organisation of the write API.
+    pub org: String,
+    /// InfluxDB bucket of the write API (VictoriaMetrics' label `db`).
+    pub bucket: String,
+    /// API token (`Authorization: Token ..`), when the engine needs one.
+    pub token: Option<String>,
+    /// Longest one request to the engine may take, ms.
+    pub timeout_ms: u64,
+    /// Make each write searchable before its ack (`/internal/force_flush`).
+    pub flush_after_write: bool,
+}
+
+impl Default for Series {
+    fn default() -> Self {
+        Series {
+            engine: SeriesEngine::Sqlite,
+            url: "http://127.0.0.1:8428".into(),
+            org: "apr".into(),
+            bucket: "apr".into(),
+            token: None,
+            timeout_ms: 30_000,
+            flush_after_write: true,
+        }
+    }
+}
+
+impl Series {
+    /// The engine's settings.
+    pub fn settings(&self) -> crate::store::VictoriaSettings {
+        crate::store::VictoriaSettings {
+            url: self.url.clone(),
+            org: self.org.clone(),
+            bucket: self.bucket.clone(),
+            token: self.token.clone(),
+            timeout: std::time::Duration::from_millis(self.timeout_ms.max(1)),
+            flush_after_write: self.flush_after_write,
+        }
+    }
 }
 
 /// `[ui]`: the web dashboards (see `crate::ui`).
@@ -210,6 +272,23 @@ timeout_ms = {timeout_ms}
 # Notifications queued for delivery before new ones are dropped (counted).
 queue = {notify_queue}
 
+[series]
+# Where the readings live: "sqlite" (the [store] file) or "victoriametrics"
+# (written through the InfluxDB v2 write API, read back through the
+# Prometheus-style query API; start VictoriaMetrics with
+# -dedup.minScrapeInterval=1ms so a re-sent reading is stored once, and
+# -search.latencyOffset=0s). The registry, alerts and KPIs stay in SQLite.
+engine = {engine}
+url = {series_url}
+org = {org}
+bucket = {bucket}
+# token = "an InfluxDB API token"
+# Longest one request to the engine may take, ms.
+timeout_ms = {series_timeout_ms}
+# Call /internal/force_flush after each write, so a batch's readings are
+# searchable when it is acknowledged (the KPI task reads them right after).
+flush_after_write = {flush_after_write}
+
 [ui]
 # Mark the session cookie Secure on every response. Without it the cookie is
 # Secure only when the request came over HTTPS (or X-Forwarded-Proto: https).
@@ -227,6 +306,15 @@ secure_cookies = {secure_cookies}
         timeout_ms = d.notify.timeout_ms,
         notify_queue = d.notify.queue,
         secure_cookies = d.ui.secure_cookies,
+        engine = q(match d.series.engine {
+            SeriesEngine::Sqlite => "sqlite",
+            SeriesEngine::Victoriametrics => "victoriametrics",
+        }),
+        series_url = q(&d.series.url),
+        org = q(&d.series.org),
+        bucket = q(&d.series.bucket),
+        series_timeout_ms = d.series.timeout_ms,
+        flush_after_write = d.series.flush_after_write,
     )
 }
 
@@ -255,6 +343,7 @@ mod tests {
             "[notify]",
             "smtp_host",
             "[ui]",
+            "[series]",
         ] {
             assert!(t.contains(s), "{s} missing from\n{t}");
         }
@@ -270,6 +359,26 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.0.contains("pth"), "{e}");
+    }
+
+    #[test]
+    fn the_series_engine_is_chosen_from_the_environment() {
+        let c: Config = apr_wire::settings::load_from(
+            "[series]\nurl = \"http://10.0.0.5:8428/tsdb\"\n",
+            "f.toml",
+            ENV_PREFIX,
+            vec![
+                (
+                    "APR_SERVER__SERIES__ENGINE".into(),
+                    "victoriametrics".into(),
+                ),
+                ("APR_SERVER__SERIES__TOKEN".into(), "t0k".into()),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.series.engine, SeriesEngine::Victoriametrics);
+        assert_eq!(c.series.url, "http://10.0.0.5:8428/tsdb");
+        assert_eq!(c.series.token.as_deref(), Some("t0k"));
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! - [`config`]: the configuration tree and its commented template.
 //! - [`store`]: the [`store::Registry`] and [`store::SeriesStore`] traits and
 //!   [`store::SqliteStore`], which implements both (schema, writer thread,
-//!   read pool).
+//!   read pool); [`store::VictoriaSeries`] keeps the series in
+//!   VictoriaMetrics instead (`[series] engine = "victoriametrics"`).
 //! - [`fleet`]: the fleet registry file (CSV) and its import.
 //! - [`auth`]: roles, scopes, passwords and API tokens.
 //! - [`device`]: devices and their MQTT credentials.
@@ -26,6 +27,12 @@
 //!   that runs it after each committed batch and on a periodic tick.
 //! - [`notify`]: notification preferences, signed webhooks and SMTP e-mail,
 //!   delivered off the hot path.
+//! - [`kpi`]: daily KPIs per APR and local day (formulas with their sources
+//!   in [`kpi::formulas`]), the window figures and non-revenue water.
+//! - [`field`]: manual field records (DPD checks, lab results, visits) and
+//!   chlorine-probe drift against the DPD checks.
+//! - [`assessment`]: the four-component assessment (rules in
+//!   [`assessment::rules`]), kept over time.
 //! - [`counters`]: the counters and gauges exported on `/metrics`.
 //! - [`api`]: the HTTP routes, request tracing and the JSON error mapping.
 //! - [`ui`]: the web dashboards (sessions, CSRF, pages, live alerts) over
@@ -38,12 +45,16 @@
 
 pub mod alerting;
 pub mod api;
+pub mod assessment;
 pub mod auth;
+pub mod backup;
 pub mod config;
 pub mod counters;
 pub mod device;
 pub mod error;
+pub mod field;
 pub mod fleet;
+pub mod kpi;
 pub mod limits;
 pub mod notify;
 pub mod store;
@@ -57,8 +68,22 @@ pub use config::Config;
 pub use error::{Error, Result};
 
 /// Opens the SQLite store named by the configuration and builds the API
-/// state over it.
+/// state over it; with `[series] engine = "victoriametrics"` the series go to
+/// that engine (see [`store::VictoriaSeries`]) and SQLite keeps the rest.
 pub fn open(config: &Config) -> Result<AppState> {
-    let store = store::SqliteStore::open(&config.store.path, config.store.read_connections)?;
-    Ok(AppState::with_sqlite(Arc::new(store), config))
+    let store = Arc::new(store::SqliteStore::open(
+        &config.store.path,
+        config.store.read_connections,
+    )?);
+    match config.series.engine {
+        config::SeriesEngine::Sqlite => Ok(AppState::with_sqlite(store, config)),
+        config::SeriesEngine::Victoriametrics => {
+            let series = store::VictoriaSeries::open(store.clone(), config.series.settings())?;
+            Ok(AppState::with_sqlite_and_series(
+                store,
+                Arc::new(series),
+                config,
+            ))
+        }
+    }
 }

@@ -34,6 +34,118 @@ pub const PRESSURE_MAX_STATIC_MCA: f64 = 70.0;
 /// night-flow window and local days.
 pub const LOCAL_TZ: chrono_tz::Tz = chrono_tz::America::Santiago;
 
+/// NCh 409/1 Of.2005: arsenic, mg/L (since 2007, after a transition at
+/// 0.05 and 0.03). **Standard.** Compared with lab results (field records).
+pub const ARSENIC_MAX_MG_L: f64 = 0.01;
+/// NCh 409/1 Of.2005: nitrate, mg NO₃/L. **Standard.**
+pub const NITRATE_MAX_MG_L: f64 = 50.0;
+/// NCh 409/1 Of.2005: total coliforms per 100 mL (and E. coli absent).
+/// **Standard.**
+pub const COLIFORMS_MAX_PER_100ML: f64 = 0.0;
+
+/// The numbers behind the KPIs and the four-component assessment
+/// (`crate::kpi`, `crate::assessment`). Programme-wide; each says whether
+/// it is a standard, a practice or a programme default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AssessmentLimits {
+    /// Share of the minimum night consumption that is legitimate night use
+    /// (the rest is the leakage estimate). **Practice** (IWA): a first
+    /// estimate of 10–30 % of MNF; 20 % here.
+    pub legitimate_night_use_share: f64,
+    /// Night consumption above this share of the day's mean consumption
+    /// suggests leakage. **Programme default** (a well-run network's night
+    /// flow is about a third of its mean; the healthy twin: ~0.33).
+    pub night_consumption_ratio_max: f64,
+    /// Chlorine compliance (share of readings within NCh 409/1's range)
+    /// below this over the window flags the disinfection, %. **Programme
+    /// default** (the standard expects every sample within range).
+    pub chlorine_compliance_min_pct: f64,
+    /// The spread (standard deviation) of chlorine readings above which
+    /// dosing counts as erratic, mg/L. **Programme default** (the healthy
+    /// twin's spread is about 0.05 mg/L).
+    pub chlorine_erratic_sd_mg_l: f64,
+    /// Share of readings both above the maximum and below the minimum
+    /// beyond which the pattern is a manual-batch saw-tooth, %.
+    /// **Programme default.**
+    pub chlorine_sawtooth_pct: f64,
+    /// Hours of turbidity at or above the critical level in the window that
+    /// call for filtration. **Programme default.**
+    pub turbidity_high_hours: f64,
+    /// A gap longer than this in a device's series (by reading time) counts
+    /// as the device silent, hours. **Programme default.**
+    pub data_gap_hours: f64,
+    /// Storage below this many hours of peak-day demand is too small.
+    /// **Programme default** (DOH tank sizing is *unconfirmed*: per-APR
+    /// configuration is the intent).
+    pub storage_min_hours: f64,
+    /// The peak day's mean consumption above this share of the production
+    /// capacity means production cannot keep up, %. **Programme default.**
+    pub capacity_utilisation_max_pct: f64,
+    /// Pump hours on a day above which the pump cannot keep up. **Programme
+    /// default.**
+    pub pump_hours_max: f64,
+    /// Days in the window with any tank-low hour (while the pump still
+    /// rests) that show the storage does not cover the peaks. **Programme
+    /// default.**
+    pub tank_low_days: u32,
+    /// The pump "still rests" on a day when it stops at least this many
+    /// hours: then a tank running low at peak hours is the storage's fault,
+    /// not production's. **Programme default.**
+    pub pump_rest_hours_min: f64,
+    /// Share of days with pressure below the NCh 691 minimum at a peak hour
+    /// that flags the network, %. **Programme default.**
+    pub pressure_low_days_pct: f64,
+    /// A DPD check and the probe's reading differ when apart by more than
+    /// this, mg/L, or by [`AssessmentLimits::probe_drift_rel`] of the DPD
+    /// value, whichever is larger. **Programme default.**
+    pub probe_drift_abs_mg_l: f64,
+    /// See [`AssessmentLimits::probe_drift_abs_mg_l`]. **Programme default.**
+    pub probe_drift_rel: f64,
+    /// The last this many DPD checks, all off in the same direction, call
+    /// for recalibration. **Programme default.**
+    pub probe_drift_checks: usize,
+    /// A DPD check is compared with the probe reading nearest in time
+    /// within this, minutes. **Programme default.**
+    pub probe_match_minutes: i64,
+    /// Share of days in the window with a DPD check below which daily
+    /// checks are missing, %. **Standard (practice)**: NCh 409/1 counts
+    /// days without a control reading as non-compliance.
+    pub dpd_days_min_pct: f64,
+    /// An alert left unacknowledged longer than this, hours, points at
+    /// operator practice. **Programme default.**
+    pub unacknowledged_hours: f64,
+    /// The assessment window, days. **Programme default.**
+    pub window_days: u32,
+}
+
+impl Default for AssessmentLimits {
+    fn default() -> Self {
+        AssessmentLimits {
+            legitimate_night_use_share: 0.2,
+            night_consumption_ratio_max: 0.45,
+            chlorine_compliance_min_pct: 95.0,
+            chlorine_erratic_sd_mg_l: 0.4,
+            chlorine_sawtooth_pct: 5.0,
+            turbidity_high_hours: 1.0,
+            data_gap_hours: 2.0,
+            storage_min_hours: 4.0,
+            capacity_utilisation_max_pct: 95.0,
+            pump_hours_max: 22.0,
+            tank_low_days: 3,
+            pump_rest_hours_min: 4.0,
+            pressure_low_days_pct: 20.0,
+            probe_drift_abs_mg_l: 0.1,
+            probe_drift_rel: 0.2,
+            probe_drift_checks: 3,
+            probe_match_minutes: 15,
+            dpd_days_min_pct: 80.0,
+            unacknowledged_hours: 24.0,
+            window_days: 30,
+        }
+    }
+}
+
 /// A local-time window `[start_hour, end_hour)`, hours 0–24.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct HourWindow {

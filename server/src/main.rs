@@ -49,6 +49,26 @@ enum Command {
         #[command(subcommand)]
         command: DeviceCommand,
     },
+    /// Copy the store while the server runs, then check the copy.
+    Backup {
+        /// Where to write the backup.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Check a store or backup file for consistency.
+    Check {
+        /// The file (default: the configured store).
+        file: Option<PathBuf>,
+    },
+    /// Replace the configured store with a backup (stop the server first).
+    Restore {
+        /// The backup file.
+        #[arg(long)]
+        from: PathBuf,
+        /// Replace an existing store.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]
@@ -141,11 +161,55 @@ fn main() -> anyhow::Result<()> {
         return Ok(());
     }
     let config = Config::load(cli.config.as_deref())?;
+    // These work on the store's file without opening it as a server would.
+    match &cli.command {
+        Command::Backup { out } => {
+            let r = apr_server::backup::backup(&config.store.path, out)?;
+            println!(
+                "backup {}: {} bytes, {} readings, {} series, {} APRs, schema v{}, consistent ({:.1} s)",
+                r.path.display(),
+                r.bytes,
+                r.consistency.readings,
+                r.consistency.series,
+                r.consistency.aprs,
+                r.consistency.schema_version,
+                r.seconds
+            );
+            return Ok(());
+        }
+        Command::Check { file } => {
+            let path = file.clone().unwrap_or_else(|| config.store.path.clone());
+            let c = apr_server::backup::check(&path)?;
+            println!(
+                "{}: consistent: {} readings, {} series, {} APRs, schema v{}",
+                path.display(),
+                c.readings,
+                c.series,
+                c.aprs,
+                c.schema_version
+            );
+            return Ok(());
+        }
+        Command::Restore { from, force } => {
+            let c = apr_server::backup::restore(from, &config.store.path, *force)?;
+            println!(
+                "restored {} into {}: {} readings",
+                from.display(),
+                config.store.path.display(),
+                c.readings
+            );
+            return Ok(());
+        }
+        _ => {}
+    }
     let state = apr_server::open(&config)
         .with_context(|| format!("opening the store {}", config.store.path.display()))?;
     let registry = state.registry();
     match cli.command {
-        Command::Configfile => {}
+        Command::Configfile
+        | Command::Backup { .. }
+        | Command::Check { .. }
+        | Command::Restore { .. } => {}
         Command::Serve => {
             let addr: SocketAddr = config.http.listen.parse().with_context(|| {
                 format!("[http] listen '{}' is not host:port", config.http.listen)

@@ -27,6 +27,9 @@ pub struct Summary {
     /// Alerts open or acknowledged (not resolved) at these APRs; filled by
     /// the API from the alert store, 0 from [`summarize`].
     pub open_alerts: u64,
+    /// APRs flagged per component in their latest assessment; filled by
+    /// the API from the analysis store, zeros from [`summarize`].
+    pub flagged: crate::assessment::Flagged,
 }
 
 /// Sums the figures of `aprs`.
@@ -84,6 +87,7 @@ mod tests {
                 gore_contribution_clp: 60,
                 public_investment_clp: 600,
                 open_alerts: 0,
+                flagged: Default::default(),
             }
         );
         assert_eq!(summarize(&[]), Summary::default());

@@ -483,7 +483,8 @@ async fn the_demo_fleet_summary_reproduces_the_published_figures() {
         s.json(),
         serde_json::json!({"aprs": 56, "comunas": 48, "regions": 4, "beneficiaries": 21092,
             "gore_contribution_clp": 5_071_159_500u64, "public_investment_clp": 52_740_058_800u64,
-            "open_alerts": 0})
+            "open_alerts": 0,
+            "flagged": {"diagnosis": 0, "technology": 0, "engineering": 0, "training": 0}})
     );
     let mut sums = [0u64; 6];
     let keys = [

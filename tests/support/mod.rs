@@ -174,6 +174,157 @@ impl Drop for Mosquitto {
     }
 }
 
+/// A real VictoriaMetrics (Debian's `victoria-metrics`) on a free loopback
+/// port with its data in a temp dir, killed on drop. Started the way the
+/// external series engine needs it: `-dedup.minScrapeInterval=1ms` (one
+/// sample per series and millisecond, so a re-sent reading is stored once),
+/// `-search.latencyOffset=0s` (a sample is searchable once indexed, not
+/// 30 s later), and a retention long enough for any test's timestamps.
+pub struct VictoriaMetrics {
+    /// Its address.
+    pub addr: SocketAddr,
+    child: Child,
+    _dir: tempfile::TempDir,
+}
+
+impl VictoriaMetrics {
+    /// Starts it and waits until `/health` answers.
+    pub fn start() -> VictoriaMetrics {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let addr = free_addr();
+        let child = Command::new(which("victoria-metrics"))
+            .arg(format!("-httpListenAddr={addr}"))
+            .arg(format!(
+                "-storageDataPath={}",
+                dir.path().join("data").display()
+            ))
+            .arg("-retentionPeriod=100y")
+            .arg("-search.latencyOffset=0s")
+            .arg("-dedup.minScrapeInterval=1ms")
+            .arg("-loggerLevel=ERROR")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start victoria-metrics");
+        let vm = VictoriaMetrics {
+            addr,
+            child,
+            _dir: dir,
+        };
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if vm.get_blocking("/health").is_some_and(|b| b.trim() == "OK") {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "victoria-metrics did not start on {addr}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        vm
+    }
+
+    /// Its base URL.
+    pub fn url(&self) -> String {
+        format!("http://{}", self.addr)
+    }
+
+    fn get_blocking(&self, path: &str) -> Option<String> {
+        use std::io::{Read, Write};
+        let mut s = std::net::TcpStream::connect(self.addr).ok()?;
+        write!(
+            s,
+            "GET {path} HTTP/1.0\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            self.addr
+        )
+        .ok()?;
+        let mut out = String::new();
+        s.read_to_string(&mut out).ok()?;
+        let (head, body) = out.split_once("\r\n\r\n")?;
+        head.lines()
+            .next()
+            .is_some_and(|l| l.contains(" 200 "))
+            .then(|| body.to_owned())
+    }
+
+    /// Makes every accepted sample searchable now.
+    pub async fn flush(&self, http: &reqwest::Client) {
+        let r = http
+            .get(format!("{}/internal/force_flush", self.url()))
+            .send()
+            .await
+            .expect("force_flush");
+        assert!(r.status().is_success(), "force_flush: {}", r.status());
+    }
+
+    /// Raw samples of the series matching `selector` between two times (ms),
+    /// as `/api/v1/export` answers them: one JSON object per series.
+    pub async fn export(
+        &self,
+        http: &reqwest::Client,
+        selector: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Vec<serde_json::Value> {
+        let text = http
+            .get(format!("{}/api/v1/export", self.url()))
+            .query(&[
+                ("match[]", selector.to_owned()),
+                ("start", format!("{:.3}", from_ms as f64 / 1000.0)),
+                ("end", format!("{:.3}", to_ms as f64 / 1000.0)),
+            ])
+            .send()
+            .await
+            .expect("export")
+            .text()
+            .await
+            .expect("export body");
+        text.lines()
+            .filter(|l| !l.trim().is_empty())
+            .map(|l| serde_json::from_str(l).expect("an export line is JSON"))
+            .collect()
+    }
+
+    /// `/api/v1/query_range`'s `data.result` for `query`, or panics naming
+    /// the query when VictoriaMetrics refuses it.
+    pub async fn query_range(
+        &self,
+        http: &reqwest::Client,
+        query: &str,
+        start_s: i64,
+        end_s: i64,
+        step_s: i64,
+    ) -> Vec<serde_json::Value> {
+        let resp = http
+            .get(format!("{}/api/v1/query_range", self.url()))
+            .query(&[
+                ("query", query.to_owned()),
+                ("start", start_s.to_string()),
+                ("end", end_s.to_string()),
+                ("step", step_s.to_string()),
+                ("nocache", "1".to_owned()),
+            ])
+            .send()
+            .await
+            .expect("query_range");
+        let status = resp.status();
+        let body: serde_json::Value = resp.json().await.expect("query_range body");
+        assert!(status.is_success(), "query_range {query}: {status} {body}");
+        body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+    }
+}
+
+impl Drop for VictoriaMetrics {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
 /// GET a JSON document with a bearer token; returns status and body.
 pub async fn get_json(
     http: &reqwest::Client,

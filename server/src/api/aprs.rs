@@ -380,6 +380,10 @@ pub(super) async fn summary(
         .iter()
         .map(|a| open.get(&a.id).copied().unwrap_or(0))
         .sum();
+    let analysis = state.inner.analysis.clone();
+    let latest = blocking(move || analysis.latest_assessments()).await?;
+    let ids: std::collections::HashSet<&str> = in_view.iter().map(|a| a.id.as_str()).collect();
+    s.flagged = crate::assessment::Flagged::count(&latest, |apr| ids.contains(apr));
     Ok(Json(s))
 }
 

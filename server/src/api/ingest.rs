@@ -118,8 +118,21 @@ pub(super) async fn ingest(
     let (gateway, seq) = (batch.gateway.clone(), batch.seq);
     let alerting = state.alerting().cloned();
     let events = alerting.as_ref().map(|_| pack_events(&batch));
+    let touched: Vec<(String, i64, i64)> = batch
+        .packs
+        .iter()
+        .filter_map(|p| {
+            let first = p.readings.iter().map(|r| r.t_ms).min()?;
+            let last = p.readings.iter().map(|r| r.t_ms).max()?;
+            Some((p.apr.clone(), first, last))
+        })
+        .collect();
     let series = state.inner.series.clone();
     let ack = blocking(move || series.write_batch(batch)).await?;
+    // The KPIs of the days these readings fall on are due (see `crate::kpi`).
+    for (apr, first, last) in &touched {
+        state.kpi_dirty().mark(apr, *first, *last);
+    }
     state.counters().record_ingest(&ack, &refused);
     // After the commit: the engine sees only stored readings. Awaits room in
     // its queue, not the evaluation.

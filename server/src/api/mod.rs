@@ -10,6 +10,7 @@
 //! Store calls are blocking; handlers run them on `spawn_blocking`.
 
 mod alerts;
+mod analysis;
 mod aprs;
 mod error;
 mod ingest;
@@ -35,7 +36,7 @@ use crate::config::Config;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
 use crate::notify::{DispatchContext, Dispatcher, Email, Notifier, Webhook};
-use crate::store::{AlertStore, Registry, SeriesStore, SqliteStore};
+use crate::store::{AlertStore, AnalysisStore, Registry, SeriesStore, SqliteStore};
 
 /// The OpenAPI 3.0 document served at `/api/v1/openapi.json`.
 pub const OPENAPI: &str = include_str!("openapi.json");
@@ -51,6 +52,8 @@ struct Shared {
     registry: Arc<dyn Registry>,
     series: Arc<dyn SeriesStore>,
     alerts: Arc<dyn AlertStore>,
+    analysis: Arc<dyn AnalysisStore>,
+    kpi_dirty: Arc<crate::kpi::Dirty>,
     counters: Arc<Counters>,
     max_batch_bytes: usize,
     scrape_token: Option<String>,
@@ -69,13 +72,14 @@ impl std::fmt::Debug for AppState {
 }
 
 impl AppState {
-    /// A state over any registry, series store and alert store. The alert
-    /// service is not running until [`AppState::start_alerting`] (which
-    /// [`serve`] calls).
+    /// A state over any registry, series store, alert store and analysis
+    /// store. The alert service is not running until
+    /// [`AppState::start_alerting`] (which [`serve`] calls).
     pub fn new(
         registry: Arc<dyn Registry>,
         series: Arc<dyn SeriesStore>,
         alerts: Arc<dyn AlertStore>,
+        analysis: Arc<dyn AnalysisStore>,
         config: &Config,
     ) -> AppState {
         AppState {
@@ -83,6 +87,8 @@ impl AppState {
                 registry,
                 series,
                 alerts,
+                analysis,
+                kpi_dirty: Arc::default(),
                 counters: Arc::new(Counters::default()),
                 max_batch_bytes: config.ingest.max_batch_bytes,
                 scrape_token: config.metrics.scrape_token.clone(),
@@ -96,7 +102,28 @@ impl AppState {
 
     /// A state over one SQLite store serving as registry, series and alert store.
     pub fn with_sqlite(store: Arc<SqliteStore>, config: &Config) -> AppState {
-        let mut state = AppState::new(store.clone(), store.clone(), store.clone(), config);
+        let mut state = AppState::new(
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            store.clone(),
+            config,
+        );
+        if let Some(shared) = Arc::get_mut(&mut state.inner) {
+            shared.ui = crate::ui::Settings::new(&config.ui, Some(store.path()));
+        }
+        state
+    }
+
+    /// A state over one SQLite store serving as registry, alert and
+    /// analysis store, with the series in `series` (an external engine, see
+    /// [`crate::store::VictoriaSeries`]).
+    pub fn with_sqlite_and_series(
+        store: Arc<SqliteStore>,
+        series: Arc<dyn SeriesStore>,
+        config: &Config,
+    ) -> AppState {
+        let mut state = AppState::new(store.clone(), series, store.clone(), store.clone(), config);
         if let Some(shared) = Arc::get_mut(&mut state.inner) {
             shared.ui = crate::ui::Settings::new(&config.ui, Some(store.path()));
         }
@@ -111,6 +138,16 @@ impl AppState {
     /// The alert store.
     pub fn alerts(&self) -> &dyn AlertStore {
         &*self.inner.alerts
+    }
+
+    /// The analysis store (KPIs, field records, assessments, interventions).
+    pub fn analysis(&self) -> &dyn AnalysisStore {
+        &*self.inner.analysis
+    }
+
+    /// The (APR, local day) pairs whose KPIs are due (see [`crate::kpi`]).
+    pub fn kpi_dirty(&self) -> &crate::kpi::Dirty {
+        &self.inner.kpi_dirty
     }
 
     /// The alert service, once started.
@@ -245,6 +282,42 @@ pub(crate) fn routes(
             Method::PUT,
             put(alerts::put_limits),
         ),
+        ("/api/v1/aprs/{id}/kpis", Method::GET, get(analysis::kpis)),
+        (
+            "/api/v1/aprs/{id}/billing",
+            Method::POST,
+            post(analysis::post_billing),
+        ),
+        (
+            "/api/v1/aprs/{id}/field-records",
+            Method::GET,
+            get(analysis::list_field_records).post(analysis::post_field_record),
+        ),
+        (
+            "/api/v1/aprs/{id}/field-records",
+            Method::POST,
+            post(analysis::post_field_record),
+        ),
+        (
+            "/api/v1/aprs/{id}/assessment",
+            Method::GET,
+            get(analysis::assessment),
+        ),
+        (
+            "/api/v1/aprs/{id}/assessment/history",
+            Method::GET,
+            get(analysis::assessment_history),
+        ),
+        (
+            "/api/v1/aprs/{id}/interventions",
+            Method::GET,
+            get(analysis::list_interventions).post(analysis::post_intervention),
+        ),
+        (
+            "/api/v1/aprs/{id}/interventions",
+            Method::POST,
+            post(analysis::post_intervention),
+        ),
         ("/api/v1/summary", Method::GET, get(aprs::summary)),
         ("/api/v1/alerts", Method::GET, get(alerts::list)),
         (
@@ -309,6 +382,7 @@ pub async fn serve(
 ) -> Result<()> {
     let addr = listener.local_addr().ok();
     state.start_alerting()?;
+    analysis::start(&state);
     tracing::info!(?addr, "serving HTTP");
     axum::serve(
         listener,

@@ -1,5 +1,7 @@
 //! Where the server keeps things: the registry (regions, APRs, devices,
-//! users, tokens) and the series (readings, quarantine).
+//! users, tokens), the series (readings, quarantine), alerts, and what is
+//! derived or entered beside them ([`AnalysisStore`]: KPIs, billing, field
+//! records, assessments, interventions).
 //!
 //! Two traits split the two concerns so the series part can later move to a
 //! time-series database (InfluxDB, VictoriaMetrics) while the registry stays
@@ -14,11 +16,17 @@
 //! stores nothing twice.
 
 mod alerts;
-mod schema;
+mod analysis;
+pub mod schema;
 mod sqlite;
+pub mod victoria;
 mod writer;
 
+pub use analysis::{
+    AnalysisStore, AssessmentRow, FieldKind, FieldRecord, InterventionRecord, KpiRow,
+};
 pub use sqlite::SqliteStore;
+pub use victoria::{VictoriaSeries, VictoriaSettings};
 
 use apr_wire::ingest::{GatewayDevice, IngestAck, IngestBatch};
 use apr_wire::Metric;

@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The schema version this server writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 const V1: &str = r"
 CREATE TABLE regions(
@@ -157,8 +157,62 @@ CREATE TABLE notification_prefs(
 CREATE INDEX notification_prefs_by_user ON notification_prefs(user);
 ";
 
+/// KPIs, billing, field records, assessments and interventions (see
+/// `store::analysis`). `kpi_daily` is keyed by (APR, local day, KPI);
+/// `assessments` is append-only (one row per component per computation).
+const V3: &str = r#"
+CREATE TABLE kpi_daily(
+    apr TEXT NOT NULL,
+    day TEXT NOT NULL,
+    kpi TEXT NOT NULL,
+    value REAL NOT NULL,
+    "window" TEXT NOT NULL,
+    computed_at INTEGER NOT NULL,
+    PRIMARY KEY(apr, day, kpi)
+) WITHOUT ROWID;
+CREATE TABLE billing(
+    apr TEXT NOT NULL REFERENCES aprs(id),
+    month TEXT NOT NULL,
+    billed_m3 REAL NOT NULL,
+    imported_by TEXT NOT NULL,
+    imported_at INTEGER NOT NULL,
+    PRIMARY KEY(apr, month)
+) WITHOUT ROWID;
+CREATE TABLE field_records(
+    id INTEGER PRIMARY KEY,
+    apr TEXT NOT NULL REFERENCES aprs(id),
+    kind TEXT NOT NULL CHECK (kind IN ('dpd_chlorine', 'lab', 'visit')),
+    taken_at INTEGER NOT NULL,
+    value REAL,
+    parameter TEXT,
+    note TEXT,
+    recorded_by TEXT NOT NULL,
+    recorded_at INTEGER NOT NULL
+);
+CREATE INDEX field_records_by_apr ON field_records(apr, taken_at);
+CREATE TABLE assessments(
+    id INTEGER PRIMARY KEY,
+    apr TEXT NOT NULL,
+    computed_at INTEGER NOT NULL,
+    component TEXT NOT NULL,
+    flagged INTEGER NOT NULL,
+    reasons TEXT NOT NULL
+);
+CREATE INDEX assessments_by_apr ON assessments(apr, computed_at);
+CREATE TABLE interventions(
+    id INTEGER PRIMARY KEY,
+    apr TEXT NOT NULL REFERENCES aprs(id),
+    component TEXT NOT NULL,
+    description TEXT NOT NULL,
+    cost_clp INTEGER NOT NULL,
+    funder TEXT NOT NULL,
+    started TEXT NOT NULL,
+    finished TEXT NOT NULL
+);
+"#;
+
 /// Migrations in order; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
 
 /// Brings the schema of `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {
