@@ -237,10 +237,17 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
 
     // 5. The fleet.
     let aprs = state.registry().aprs()?;
+    let refill = intervention_plan(opts.history_days);
     let mut sites: Vec<SiteSpec> = Vec::with_capacity(aprs.len());
     for a in &aprs {
+        let mut scenario = demo_scenario(&a.id)?;
+        if let (Some(plan), Some(s)) = (&refill, scenario.as_mut()) {
+            if a.id == plan.apr {
+                s.chlorination.refilled_after_days = Some(plan.refilled_after_days);
+            }
+        }
         sites.push(SiteSpec {
-            scenario: demo_scenario(&a.id)?,
+            scenario,
             profile: SiteProfile {
                 apr: a.id.clone(),
                 beneficiaries: u32::try_from(a.beneficiaries).unwrap_or(u32::MAX),
@@ -279,6 +286,14 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
         progress.clone(),
         fleet_stopped,
     ));
+    if let Some(plan) = refill {
+        tokio::spawn(record_intervention(
+            state.clone(),
+            progress.clone(),
+            plan,
+            opts.history_days,
+        ));
+    }
 
     if let Some(path) = &opts.credentials_out {
         credentials
@@ -299,6 +314,85 @@ pub async fn start(opts: DemoOptions) -> Result<Demo, DemoError> {
         gateways,
         fleet: (stop_fleet, fleet),
     })
+}
+
+/// The demo's recorded intervention: the operator's APR runs out of
+/// hypochlorite early in the history window (scenario `chlorinator-empty`); the
+/// programme refills it and installs a low-level alarm two weeks before now,
+/// so the GORE view shows chlorine compliance before and after.
+#[derive(Debug, Clone)]
+pub struct InterventionPlan {
+    /// The APR.
+    pub apr: String,
+    /// Days after the history start when dosing resumes.
+    pub refilled_after_days: f64,
+}
+
+/// The APR whose chlorinator the demo's intervention repairs.
+pub const INTERVENTION_APR: &str = "el-boldo";
+
+/// The plan, when the history is long enough to show before and after.
+pub fn intervention_plan(history_days: u32) -> Option<InterventionPlan> {
+    (history_days >= 20).then(|| InterventionPlan {
+        apr: INTERVENTION_APR.to_string(),
+        refilled_after_days: f64::from(history_days) - 14.0,
+    })
+}
+
+/// Once the history is acknowledged: records the intervention (started the
+/// day before the refill, finished on its day) and computes the KPIs and
+/// assessments of the history, so every view has them at once.
+async fn record_intervention(
+    state: AppState,
+    progress: Arc<FleetProgress>,
+    plan: InterventionPlan,
+    history_days: u32,
+) {
+    use std::sync::atomic::Ordering;
+    loop {
+        let sites = progress.sites.load(Ordering::Relaxed);
+        if sites > 0 && progress.sites_history_done.load(Ordering::Relaxed) >= sites {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let now = chrono::Utc::now();
+    let refill = now - chrono::Duration::days(i64::from(history_days))
+        + chrono::Duration::seconds((plan.refilled_after_days * 86_400.0) as i64);
+    // Local (Chile) calendar days, at UTC−4 as the twin's winter offset.
+    let finished = (refill - chrono::Duration::hours(4)).date_naive();
+    let started = finished - chrono::Duration::days(1);
+    let record = apr_server::store::InterventionRecord {
+        id: 0,
+        apr: plan.apr.clone(),
+        component: "technology".into(),
+        description: "Recarga del clorador y alarma de nivel bajo de hipoclorito \
+                      (datos de demostración)"
+            .into(),
+        cost_clp: 1_850_000,
+        funder: "GORE Biobío".into(),
+        started: started.to_string(),
+        finished: finished.to_string(),
+    };
+    let done = tokio::task::spawn_blocking(move || {
+        let exists = state
+            .analysis()
+            .interventions(&record.apr)?
+            .iter()
+            .any(|i| i.description == record.description);
+        if !exists {
+            state.analysis().insert_intervention(record)?;
+        }
+        apr_server::api::refresh_analysis(&state)
+    })
+    .await;
+    match done {
+        Ok(Ok(())) => {
+            info!(apr = %plan.apr, "demo intervention recorded; KPIs and assessments computed")
+        }
+        Ok(Err(e)) => warn!(error = %e, "demo intervention or KPI pass failed"),
+        Err(e) => warn!(error = %e, "demo intervention task failed"),
+    }
 }
 
 fn fresh_temp_dir() -> Result<PathBuf, DemoError> {

@@ -177,6 +177,45 @@ async fn the_demo_serves_the_programme_figures_and_a_month_of_history_for_every_
             assert!(days >= 30, "{id} {m}: only {days} daily buckets of 30 days");
         }
     }
+    // The recorded intervention (the operator's APR had its empty
+    // chlorinator refilled two weeks ago) shows chlorine compliance before
+    // and after, as values, consistent with the scenario behind it.
+    let url = format!(
+        "http://{}/api/v1/aprs/{}/interventions",
+        demo.http_addr,
+        apr::demo::INTERVENTION_APR
+    );
+    let (before, after) = eventually(
+        Duration::from_secs(120),
+        "the intervention's outcome",
+        || {
+            let http = http.clone();
+            let url = url.clone();
+            let admin = admin.clone();
+            async move {
+                let (s, body) = get_json(&http, &url, Some(&admin)).await;
+                if s != 200 {
+                    return None;
+                }
+                let list = body
+                    .as_array()
+                    .cloned()
+                    .or_else(|| body["interventions"].as_array().cloned())?;
+                let kpis = list.first()?["outcome"]["kpis"].as_array()?.clone();
+                let c = kpis
+                    .iter()
+                    .find(|k| k["kpi"] == "chlorine_compliance_pct")?;
+                Some((c["before"].as_f64()?, c["after"].as_f64()?))
+            }
+        },
+    )
+    .await;
+    eprintln!("chlorine compliance before the refill {before:.1} %, after {after:.1} %");
+    assert!(
+        before < 50.0,
+        "an empty chlorinator: compliance {before} % before"
+    );
+    assert!(after > 90.0, "refilled: compliance {after} % after");
     demo.shutdown().await.expect("clean shutdown");
 }
 

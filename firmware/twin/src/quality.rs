@@ -29,6 +29,9 @@ pub struct ChlorinationParams {
     pub decay_per_h: f64,
     /// The hypochlorite reservoir runs dry this many days after the start.
     pub empty_after_days: Option<f64>,
+    /// The empty reservoir is refilled (dosing resumes) this many days after
+    /// the start: an intervention's effect.
+    pub refilled_after_days: Option<f64>,
     /// Manual dosing: each batch raises a full tank by this much, mg/l (0: none).
     pub manual_batch_mg_l: f64,
     /// Mean hours between manual batches.
@@ -45,6 +48,7 @@ impl Default for ChlorinationParams {
             demand_per_ntu_mg_l: 0.04,
             decay_per_h: 0.03,
             empty_after_days: None,
+            refilled_after_days: None,
             manual_batch_mg_l: 0.0,
             manual_every_h: 24.0,
             manual_skip_probability: 0.0,
@@ -107,11 +111,15 @@ impl Quality {
 
     /// Whether the chlorinator still doses `elapsed_s` after the start.
     pub fn chlorinator_dosing(&self, elapsed_s: f64) -> bool {
-        self.chl.dose_mg_l > 0.0
-            && self
-                .chl
-                .empty_after_days
-                .is_none_or(|d| elapsed_s < d * 86_400.0)
+        let empty = self
+            .chl
+            .empty_after_days
+            .is_some_and(|d| elapsed_s >= d * 86_400.0);
+        let refilled = self
+            .chl
+            .refilled_after_days
+            .is_some_and(|d| elapsed_s >= d * 86_400.0);
+        self.chl.dose_mg_l > 0.0 && (!empty || refilled)
     }
 
     /// Advances `dt` seconds. `pumped_l_s` enters a tank holding `tank_m3`

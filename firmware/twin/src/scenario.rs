@@ -307,6 +307,9 @@ impl Scenario {
         if let Some(v) = self.chlorination.empty_after_days {
             checks.push(("chlorination.empty_after_days".into(), v, 0.0, 10_000.0));
         }
+        if let Some(v) = self.chlorination.refilled_after_days {
+            checks.push(("chlorination.refilled_after_days".into(), v, 0.0, 10_000.0));
+        }
         let windows =
             |key: &str, ws: Vec<(f64, f64)>, checks: &mut Vec<(String, f64, f64, f64)>| {
                 for (i, (day, hours)) in ws.into_iter().enumerate() {

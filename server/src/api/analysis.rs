@@ -123,6 +123,13 @@ pub(super) fn start(state: &AppState) {
     });
 }
 
+/// Runs one full pass now (backfill of days without KPIs, today and
+/// yesterday, and every APR's assessment), as the periodic task's first pass
+/// does; for callers that just wrote a history and want its figures at once.
+pub(super) fn pass_now(state: &AppState) -> Result<()> {
+    kpi_pass(state, true, None).map(|_| ())
+}
+
 /// One pass of the periodic task; answers the day the assessments were
 /// last made.
 fn kpi_pass(

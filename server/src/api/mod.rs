@@ -353,6 +353,13 @@ pub(crate) fn routes(
     ]
 }
 
+/// Computes KPIs and assessments now for every day that has readings but no
+/// KPIs yet (blocking; run it off the async runtime). The periodic task does
+/// the same every few minutes; the demo calls this once its history is in.
+pub fn refresh_analysis(state: &AppState) -> Result<()> {
+    analysis::pass_now(state)
+}
+
 /// The router with every route, the JSON fallbacks and the request tracing.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
