@@ -334,7 +334,10 @@ pub fn apr_view(ui: &Ui, apr: &AprRecord, w: &Window) -> Result<EngineerAprPage>
         Some(step) => ui
             .db()
             .bucket_means(&apr.id, w.metric, w.from_ms, w.to_ms, step)
-            .ok(),
+            .ok()
+            // Nothing in SQLite: the series may live in the external engine
+            // (`[series] engine`), so ask the series store instead.
+            .filter(|(_, n)| *n > 0),
         None => None,
     };
     let (chart, raw_points) = match bucketed {
@@ -351,8 +354,8 @@ pub fn apr_view(ui: &Ui, apr: &AprRecord, w: &Window) -> Result<EngineerAprPage>
         None => {
             let chart = chart_view(ui, &apr.id, w.metric, w.from_ms, w.to_ms, w.step_ms())?;
             let n = match ui.db().count_points(&apr.id, w.metric, w.from_ms, w.to_ms) {
-                Ok(n) => n,
-                Err(_) => chart.series.iter().map(|s| s.points.len() as u64).sum(),
+                Ok(n) if n > 0 => n,
+                _ => chart.series.iter().map(|s| s.points.len() as u64).sum(),
             };
             (chart, n)
         }
