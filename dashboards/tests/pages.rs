@@ -314,7 +314,7 @@ fn both_catalogues_define_the_same_ids() {
 }
 
 #[test]
-#[ignore]
+#[ignore = "writes every page to target/tmp/pages for a look in a browser; .ci/run runs it"]
 fn every_page_is_written_to_target_tmp_for_a_look_in_a_browser() {
     let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join("pages");
     std::fs::create_dir_all(&dir).unwrap();

@@ -84,47 +84,15 @@ impl Mosquitto {
             ),
         )
         .expect("write conf");
-        let child = Command::new(which("mosquitto"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not start on {addr}"
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        let child = spawn_mosquitto(&conf, addr);
         Mosquitto { addr, child, dir }
     }
 
     /// Stops this mosquitto and starts it again on the same port with the
     /// files as they are now in [`Mosquitto::dir`] (after editing the ACL).
     pub fn restart_with_acl(mut self) -> Mosquitto {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-        let conf = self.dir.path().join("mosquitto.conf");
-        let child = Command::new(which("mosquitto"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mosquitto");
-        self.child = child;
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not restart on {}",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.stop(false);
+        self.start_again();
         self
     }
 
@@ -147,24 +115,28 @@ impl Mosquitto {
 
     /// Starts it again on the same port with the same files (after [`Mosquitto::stop`]).
     pub fn start_again(&mut self) {
-        let conf = self.dir.path().join("mosquitto.conf");
-        self.child = Command::new(which("mosquitto"))
-            .arg("-c")
-            .arg(&conf)
-            .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .expect("start mosquitto");
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(self.addr).is_err() {
-            assert!(
-                Instant::now() < deadline,
-                "mosquitto did not restart on {}",
-                self.addr
-            );
-            std::thread::sleep(Duration::from_millis(50));
-        }
+        self.child = spawn_mosquitto(&self.dir.path().join("mosquitto.conf"), self.addr);
     }
+}
+
+/// Starts mosquitto with `conf` and waits until it accepts on `addr`.
+fn spawn_mosquitto(conf: &Path, addr: SocketAddr) -> Child {
+    let child = Command::new(which("mosquitto"))
+        .arg("-c")
+        .arg(conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start mosquitto");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(addr).is_err() {
+        assert!(
+            Instant::now() < deadline,
+            "mosquitto did not start on {addr}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    child
 }
 
 impl Drop for Mosquitto {
