@@ -347,3 +347,83 @@ async fn the_series_explorer_draws_a_year_of_one_minute_data_quickly() {
         times[times.len() - 1].as_secs_f64() * 1e3
     );
 }
+
+#[tokio::test]
+async fn a_dpd_check_entered_on_the_operator_page_is_a_field_record_the_assessment_reads() {
+    let f = fixture();
+    // A check an early build kept in the UI's own table: taken over into
+    // the field records when the UI opens the store.
+    let legacy_ms = chrono::Utc::now().timestamp_millis() - 86_400_000;
+    rusqlite::Connection::open(f.dir.path().join("store.sqlite3"))
+        .unwrap()
+        .execute_batch(&format!(
+            "CREATE TABLE ui_dpd_checks(id INTEGER PRIMARY KEY, apr TEXT NOT NULL, \
+             taken_ms INTEGER NOT NULL, value_mg_l REAL NOT NULL, place TEXT NOT NULL, \
+             probe_mg_l REAL, recorded_by TEXT NOT NULL, recorded_ms INTEGER NOT NULL); \
+             INSERT INTO ui_dpd_checks VALUES (1, '{OP_APR}', {legacy_ms}, 0.3, 'pila', 0.9, \
+             'olga', {legacy_ms});"
+        ))
+        .unwrap();
+    with_password(&f, "opa", Role::Operator, &[OP_APR], None);
+    let (session, csrf) = sign_in(&f, "opa").await;
+    let now = chrono::Utc::now().with_timezone(&chrono_tz::America::Santiago);
+    let taken = now.format("%Y-%m-%dT%H:%M").to_string();
+    let post = |body: String| {
+        page(
+            Method::POST,
+            &format!("/operador/{OP_APR}/dpd"),
+            Some(&session),
+            Some(&body),
+        )
+    };
+    // Out of range, or no time: refused, nothing stored.
+    for bad in [
+        format!("csrf_token={csrf}&value_mg_l=99&taken_at={taken}&place=red"),
+        format!("csrf_token={csrf}&value_mg_l=0.6&taken_at=ayer&place=red"),
+    ] {
+        let r = send(&f.app, post(bad.clone())).await;
+        assert_eq!(r.status, StatusCode::BAD_REQUEST, "{bad}: {}", r.text());
+    }
+    let uri = format!("/api/v1/aprs/{OP_APR}/field-records?kind=dpd_chlorine");
+    let listed = get(&f.app, &uri, Some(&f.operator)).await;
+    assert_eq!(listed.status, StatusCode::OK, "{}", listed.text());
+    assert_eq!(
+        listed.json().as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        listed.text()
+    );
+
+    let r = send(
+        &f.app,
+        post(format!(
+            "csrf_token={csrf}&value_mg_l=0,45&taken_at={taken}&place=Casa+del+final+de+red"
+        )),
+    )
+    .await;
+    assert_eq!(r.status, StatusCode::SEE_OTHER, "{}", r.text());
+    // The API lists it as a field record, recorded by the operator.
+    let listed = get(&f.app, &uri, Some(&f.operator)).await.json();
+    let rows = listed.as_array().expect("a list");
+    assert_eq!(rows.len(), 2, "{listed}");
+    // Oldest first: the taken-over check, then the new one.
+    assert_eq!(rows[0]["value"], 0.3);
+    assert_eq!(rows[0]["note"], "pila");
+    assert_eq!(rows[0]["recorded_by"], "olga");
+    assert_eq!(rows[1]["kind"], "dpd_chlorine");
+    assert_eq!(rows[1]["value"], 0.45);
+    assert_eq!(rows[1]["note"], "Casa del final de red");
+    assert_eq!(rows[1]["recorded_by"], "opa");
+    // The operator page shows it among the recent checks.
+    let home = send(
+        &f.app,
+        page(
+            Method::GET,
+            &format!("/operador/{OP_APR}"),
+            Some(&session),
+            None,
+        ),
+    )
+    .await;
+    assert!(home.text().contains("0,45"), "{}", home.text());
+}

@@ -4,19 +4,14 @@
 //! writer with a busy timeout).
 //!
 //! # Manual DPD checks
-//! An operator's manual free-chlorine check (DPD kit) is a field record the
-//! store does not have yet, so the UI keeps it in a table of its own, created
-//! with `CREATE TABLE IF NOT EXISTS` when the UI first touches the store
-//! (outside the store's numbered migrations; when field records join the
-//! store's schema, a migration takes these rows over):
-//!
-//! ```sql
-//! ui_dpd_checks(id, apr, taken_ms, value_mg_l, place, probe_mg_l,
-//!               recorded_by, recorded_ms)
-//! ```
-//!
-//! `probe_mg_l` is the probe's chlorine reading closest to `taken_ms`
-//! (within 30 minutes) when the check was recorded, for comparison.
+//! An operator's DPD check entered on the operator page is a field record
+//! like one posted to `POST /api/v1/aprs/{id}/field-records`: it goes
+//! through the store's [`crate::store::AnalysisStore`], where the
+//! assessment's probe-drift rule reads it. Early builds kept UI checks in a
+//! table of their own, `ui_dpd_checks`; when the UI first opens a store that
+//! still has it, its rows are moved into `field_records` (kind
+//! `dpd_chlorine`, the place as the note) and the table is dropped, in one
+//! transaction.
 //!
 //! # Bucket means for long windows
 //! The store's `step` query groups by an expression, which makes SQLite
@@ -40,38 +35,16 @@ use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::error::{Error, Result};
 
-const INIT: &str = "
-CREATE TABLE IF NOT EXISTS ui_dpd_checks(
-    id INTEGER PRIMARY KEY,
-    apr TEXT NOT NULL,
-    taken_ms INTEGER NOT NULL,
-    value_mg_l REAL NOT NULL,
-    place TEXT NOT NULL,
-    probe_mg_l REAL,
-    recorded_by TEXT NOT NULL,
-    recorded_ms INTEGER NOT NULL
-);
-CREATE INDEX IF NOT EXISTS ui_dpd_checks_by_apr ON ui_dpd_checks(apr, taken_ms);
+/// Moves DPD checks of the early UI table into the store's field records.
+const TAKE_OVER_UI_DPD: &str = "
+BEGIN IMMEDIATE;
+INSERT INTO field_records(apr, kind, taken_at, value, parameter, note, recorded_by, recorded_at)
+    SELECT apr, 'dpd_chlorine', taken_ms, value_mg_l, NULL, NULLIF(place, ''), recorded_by,
+           recorded_ms
+    FROM ui_dpd_checks ORDER BY id;
+DROP TABLE ui_dpd_checks;
+COMMIT;
 ";
-
-/// A manual DPD chlorine check.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DpdRecord {
-    /// APR id.
-    pub apr: String,
-    /// When the sample was taken, ms.
-    pub taken_ms: i64,
-    /// The kit's reading, mg/L.
-    pub value_mg_l: f64,
-    /// Where the sample was taken.
-    pub place: String,
-    /// The probe's reading near that time, mg/L.
-    pub probe_mg_l: Option<f64>,
-    /// Who recorded it.
-    pub recorded_by: String,
-    /// When it was recorded, ms.
-    pub recorded_ms: i64,
-}
 
 /// A user as the admin page lists it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -108,7 +81,7 @@ pub struct UiDb {
 
 impl UiDb {
     /// Over the SQLite file at `path`; without one (a server over other
-    /// stores), DPD checks and the admin listings are unavailable.
+    /// stores), the admin listings are unavailable.
     pub fn new(path: Option<PathBuf>) -> UiDb {
         UiDb {
             path,
@@ -118,7 +91,7 @@ impl UiDb {
 
     fn with<T>(&self, f: impl FnOnce(&Connection) -> Result<T>) -> Result<T> {
         let path = self.path.as_ref().ok_or_else(|| {
-            Error::Unavailable("the web UI has no SQLite store for field records".into())
+            Error::Unavailable("the web UI has no SQLite store for its listings".into())
         })?;
         let mut guard = self.conn.lock().unwrap_or_else(PoisonError::into_inner);
         if guard.is_none() {
@@ -128,7 +101,17 @@ impl UiDb {
                 "PRAGMA cache_size = -16384; PRAGMA mmap_size = 268435456; \
                  PRAGMA temp_store = MEMORY;",
             )?;
-            conn.execute_batch(INIT)?;
+            let legacy: bool = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE type = 'table' \
+                     AND name = 'ui_dpd_checks'",
+                    [],
+                    |r| r.get::<_, i64>(0),
+                )
+                .map(|n| n > 0)?;
+            if legacy {
+                conn.execute_batch(TAKE_OVER_UI_DPD)?;
+            }
             *guard = Some(conn);
         }
         match guard.as_ref() {
@@ -137,47 +120,10 @@ impl UiDb {
         }
     }
 
-    /// Records a DPD check.
-    pub fn add_dpd(&self, r: &DpdRecord) -> Result<()> {
-        self.with(|c| {
-            c.execute(
-                "INSERT INTO ui_dpd_checks(apr, taken_ms, value_mg_l, place, probe_mg_l, \
-                 recorded_by, recorded_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                params![
-                    r.apr,
-                    r.taken_ms,
-                    r.value_mg_l,
-                    r.place,
-                    r.probe_mg_l,
-                    r.recorded_by,
-                    r.recorded_ms
-                ],
-            )?;
-            Ok(())
-        })
-    }
-
-    /// The latest DPD checks of an APR, newest sample first.
-    pub fn recent_dpd(&self, apr: &str, limit: usize) -> Result<Vec<DpdRecord>> {
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        self.with(|c| {
-            Ok(c.prepare_cached(
-                "SELECT apr, taken_ms, value_mg_l, place, probe_mg_l, recorded_by, recorded_ms \
-                 FROM ui_dpd_checks WHERE apr = ?1 ORDER BY taken_ms DESC, id DESC LIMIT ?2",
-            )?
-            .query_map(params![apr, limit], |r| {
-                Ok(DpdRecord {
-                    apr: r.get(0)?,
-                    taken_ms: r.get(1)?,
-                    value_mg_l: r.get(2)?,
-                    place: r.get(3)?,
-                    probe_mg_l: r.get(4)?,
-                    recorded_by: r.get(5)?,
-                    recorded_ms: r.get(6)?,
-                })
-            })?
-            .collect::<rusqlite::Result<_>>()?)
-        })
+    /// Opens the connection (moving early UI DPD checks into the store's
+    /// field records, see the module docs) if it is not open yet.
+    pub fn ensure_open(&self) -> Result<()> {
+        self.with(|_| Ok(()))
     }
 
     /// Every user but gateways, by name.

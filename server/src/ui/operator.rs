@@ -19,13 +19,12 @@ use axum::response::{IntoResponse, Response};
 use axum::Form;
 use chrono::{NaiveDateTime, TimeZone};
 
-use super::db::DpdRecord;
 use super::{apr_ref, blocking, local, local_path, utc_offset_s, Ctx, Page, Ui};
 use crate::alerting::{Alert, AlertKind, AlertState, Severity};
 use crate::auth::{Principal, Role, Scope};
 use crate::error::{Error, Result};
 use crate::limits::{Limits, LOCAL_TZ, PRESSURE_MAX_STATIC_MCA};
-use crate::store::{AlertQuery, AprRecord, SeriesQuery};
+use crate::store::{AlertQuery, AprRecord, FieldKind, FieldRecord, SeriesQuery};
 
 /// The metrics on the operator's page, in order.
 const NOW_METRICS: [Metric; 6] = [
@@ -299,10 +298,10 @@ fn build(ui: &Ui, p: &Principal, apr: &AprRecord, csrf: &str) -> Result<Operator
         .iter()
         .map(|m| chart(ui, &apr.id, *m, &limits, now - week, now, Some(3_600_000)))
         .collect::<Result<Vec<_>>>()?;
-    let recent = match ui.db().recent_dpd(&apr.id, 5) {
+    let recent = match recent_dpd(ui, &apr.id, now) {
         Ok(r) => r,
         Err(e) => {
-            tracing::debug!(error = %e, "no DPD checks");
+            tracing::warn!(error = %e, apr = %apr.id, "DPD checks unavailable");
             Vec::new()
         }
     };
@@ -330,10 +329,10 @@ fn build(ui: &Ui, p: &Principal, apr: &AprRecord, csrf: &str) -> Result<Operator
             default_time: local(now),
             recent: recent
                 .into_iter()
-                .map(|r| DpdCheck {
-                    at: local(r.taken_ms),
-                    dpd_mg_l: r.value_mg_l,
-                    probe_mg_l: r.probe_mg_l,
+                .map(|(r, probe)| DpdCheck {
+                    at: local(r.taken_at_ms),
+                    dpd_mg_l: r.value.unwrap_or(f64::NAN),
+                    probe_mg_l: probe,
                     by: r.recorded_by,
                 })
                 .collect(),
@@ -541,6 +540,40 @@ fn decimal(s: &str) -> Option<f64> {
         .filter(|v| v.is_finite())
 }
 
+/// The latest five DPD checks of an APR (the last 90 days), newest first,
+/// each with the probe's chlorine reading closest to it within 30 minutes.
+fn recent_dpd(ui: &Ui, apr: &str, now: i64) -> Result<Vec<(FieldRecord, Option<f64>)>> {
+    ui.db().ensure_open()?;
+    let mut checks: Vec<FieldRecord> = ui
+        .app()
+        .analysis()
+        .field_records(apr, now - 90 * 86_400_000, now + 600_000)?
+        .into_iter()
+        .filter(|r| r.kind == FieldKind::DpdChlorine && r.value.is_some())
+        .collect();
+    checks.sort_by_key(|r| std::cmp::Reverse((r.taken_at_ms, r.id)));
+    checks.truncate(5);
+    checks
+        .into_iter()
+        .map(|r| {
+            let near = ui.app().series().readings(&SeriesQuery {
+                apr,
+                metric: Metric::Chlorine,
+                device: None,
+                from_ms: r.taken_at_ms - 30 * 60_000,
+                to_ms: r.taken_at_ms + 30 * 60_000,
+                step_ms: None,
+                limit: 10_000,
+            })?;
+            let probe = near
+                .iter()
+                .min_by_key(|pt| (pt.t_ms - r.taken_at_ms).abs())
+                .map(|pt| pt.v);
+            Ok((r, probe))
+        })
+        .collect()
+}
+
 /// `POST /operador/{apr}/dpd`: `value_mg_l`, `taken_at` (local
 /// `yyyy-mm-ddTHH:MM`), `place`.
 pub(super) async fn dpd(
@@ -576,33 +609,24 @@ pub(super) async fn dpd(
             .map(|s| s.trim().chars().take(100).collect())
             .unwrap_or_default();
         let ui = ctx.ui.clone();
-        let key = apr.id.clone();
-        blocking(move || {
-            let near = ui.app().series().readings(&SeriesQuery {
-                apr: &key,
-                metric: Metric::Chlorine,
-                device: None,
-                from_ms: taken - 30 * 60_000,
-                to_ms: taken + 30 * 60_000,
-                step_ms: None,
-                limit: 10_000,
-            })?;
-            let probe = near
-                .iter()
-                .min_by_key(|pt| (pt.t_ms - taken).abs())
-                .map(|pt| pt.v);
-            ui.db().add_dpd(&DpdRecord {
-                apr: key,
-                taken_ms: taken,
-                value_mg_l: value,
-                place,
-                probe_mg_l: probe,
-                recorded_by: p.user.clone(),
-                recorded_ms: now,
-            })
-        })
-        .await
-        .map_err(|e| ctx.fail(e))?;
+        let record = FieldRecord {
+            id: 0,
+            apr: apr.id.clone(),
+            kind: FieldKind::DpdChlorine,
+            taken_at_ms: taken,
+            value: Some(value),
+            parameter: None,
+            note: (!place.is_empty()).then_some(place),
+            recorded_by: p.user.clone(),
+            recorded_at_ms: now,
+        };
+        crate::field::validate(&record).map_err(|e| {
+            tracing::info!(error = %e, "DPD check refused");
+            bad()
+        })?;
+        blocking(move || ui.app().analysis().insert_field_record(record))
+            .await
+            .map_err(|e| ctx.fail(e))?;
         Ok(ctx.see_other(&format!("/operador/{}#dpd", apr.id)))
     }
     inner(&ctx, &id, &form).await.unwrap_or_else(|r| r)
