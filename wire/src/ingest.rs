@@ -9,7 +9,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::validate::{Reading, Refusal};
+use crate::validate::{Reading, Refusal, RefusalReason};
 
 /// A batch of packs from one gateway.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -56,6 +56,60 @@ pub const QUARANTINE_EXCERPT_BYTES: usize = 2048;
 pub fn quarantine_excerpt(payload: &[u8]) -> String {
     let cut = payload.len().min(QUARANTINE_EXCERPT_BYTES);
     String::from_utf8_lossy(&payload[..cut]).into_owned()
+}
+
+/// Why a request body is not an ingest batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchError(pub String);
+
+impl std::fmt::Display for BatchError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for BatchError {}
+
+/// Decodes the body of `POST /api/v1/ingest` as the server does before it
+/// checks the batch against the gateway's scope: JSON into an
+/// [`IngestBatch`], then every reading the server cannot store (a value
+/// outside its metric's physical range, or not finite) moved to its pack's
+/// refusals (see [`quarantine_impossible`]). A pure function, so it can be
+/// fuzzed on arbitrary bytes (`fuzz/`, target `ingest_batch`).
+pub fn decode_batch(body: &[u8]) -> Result<IngestBatch, BatchError> {
+    let mut batch: IngestBatch = serde_json::from_slice(body)
+        .map_err(|e| BatchError(format!("the body is not an ingest batch: {e}")))?;
+    quarantine_impossible(&mut batch);
+    Ok(batch)
+}
+
+/// Moves readings that cannot be stored (outside the metric's physical range,
+/// or not finite) to the pack's refusals, so they reach the quarantine instead
+/// of the series. The gateway refuses these already; this keeps the store
+/// clean if one does not.
+pub fn quarantine_impossible(batch: &mut IngestBatch) {
+    for pack in &mut batch.packs {
+        if pack.readings.iter().all(|r| r.metric.in_range(r.value)) {
+            continue;
+        }
+        let mut refused = Vec::new();
+        pack.readings.retain(|r| {
+            let ok = r.metric.in_range(r.value);
+            if !ok {
+                let (lo, hi) = r.metric.range();
+                refused.push(Refusal {
+                    reason: RefusalReason::OutOfRange,
+                    record: None,
+                    detail: format!(
+                        "server: {} = {} at t = {} ms is outside the possible range {lo} – {hi}",
+                        r.metric, r.value, r.t_ms
+                    ),
+                });
+            }
+            ok
+        });
+        pack.refusals.extend(refused);
+    }
 }
 
 /// A device went online or offline (retained status, MQTT will, or silence).
@@ -138,5 +192,35 @@ mod tests {
             QUARANTINE_EXCERPT_BYTES
         );
         assert_eq!(quarantine_excerpt(b"abc"), "abc");
+    }
+
+    #[test]
+    fn impossible_values_go_to_the_quarantine_not_the_series() {
+        let body = br#"{"gateway":"gw","seq":1,"packs":[{"apr":"a","device":"d","received_ms":0,
+            "readings":[{"m":"chlorine","t":0,"v":0.5},{"m":"chlorine","t":1,"v":25.0},
+                        {"m":"chlorine","t":2,"v":1.0}]}]}"#;
+        let b = decode_batch(body).unwrap();
+        let p = &b.packs[0];
+        assert_eq!(
+            p.readings.iter().map(|r| r.value).collect::<Vec<_>>(),
+            [0.5, 1.0]
+        );
+        assert_eq!(p.refusals.len(), 1);
+        assert_eq!(p.refusals[0].reason, RefusalReason::OutOfRange);
+        assert!(p.refusals[0].detail.contains("25"), "{:?}", p.refusals);
+
+        let mut b = b.clone();
+        b.packs[0].readings[0].value = f64::NAN;
+        quarantine_impossible(&mut b);
+        assert_eq!(b.packs[0].readings.len(), 1);
+        assert_eq!(b.packs[0].refusals.len(), 2);
+    }
+
+    #[test]
+    fn a_body_that_is_not_a_batch_is_an_error_naming_the_problem() {
+        let e = decode_batch(b"{\"gateway\":\"gw\",\"seq\":-1,\"packs\":[]}").unwrap_err();
+        assert!(e.0.contains("not an ingest batch"), "{e}");
+        assert!(decode_batch(b"").is_err());
+        assert!(decode_batch(b"[]").is_err());
     }
 }

@@ -242,17 +242,44 @@ impl std::fmt::Debug for DiskSpool {
     }
 }
 
-/// What opening found in a segment.
-struct Scan {
-    entries: Vec<Entry>,
-    valid_len: u64,
-    max_id: Option<SpoolId>,
-    problem: Option<String>,
+/// One record found in a segment: its header fields. The payload is the
+/// `len` bytes at `offset + RECORD_HEADER`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecordRef {
+    /// The pack's spool id.
+    pub id: SpoolId,
+    /// Offset of the record header in the segment.
+    pub offset: u64,
+    /// Payload length.
+    pub len: u32,
+    /// Readings in the pack.
+    pub readings: u32,
+    /// When the gateway received the pack, ms since the Unix epoch.
+    pub received_ms: i64,
 }
 
-fn scan_segment(first: SpoolId, data: &[u8]) -> Scan {
-    let mut scan = Scan {
-        entries: Vec::new(),
+/// What reading a segment's bytes found: the valid records before the first
+/// bad one, and what was wrong there (a torn or corrupted tail).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SegmentScan {
+    /// The valid records, in file order (ids strictly increasing).
+    pub records: Vec<RecordRef>,
+    /// Length of the valid prefix (header and whole records); the file is
+    /// cut back to this on open when `problem` is set.
+    pub valid_len: u64,
+    /// The largest id among the valid records.
+    pub max_id: Option<SpoolId>,
+    /// Why the bytes after `valid_len` were not read (`None`: all were).
+    pub problem: Option<String>,
+}
+
+/// Reads the records of a segment whose name says its first id is `first`,
+/// out of the file's bytes, stopping at the first torn, oversized, corrupted
+/// or out-of-order record. Pure and total: any bytes give a scan, never a
+/// panic (fuzzed in `fuzz/`, target `spool_segment`).
+pub fn scan_segment(first: SpoolId, data: &[u8]) -> SegmentScan {
+    let mut scan = SegmentScan {
+        records: Vec::new(),
         valid_len: 0,
         max_id: None,
         problem: None,
@@ -301,9 +328,8 @@ fn scan_segment(first: SpoolId, data: &[u8]) -> Scan {
         }
         prev = Some(id);
         scan.max_id = Some(id);
-        scan.entries.push(Entry {
+        scan.records.push(RecordRef {
             id,
-            segment: first,
             offset: pos as u64,
             len: len as u32,
             readings,
@@ -314,9 +340,70 @@ fn scan_segment(first: SpoolId, data: &[u8]) -> Scan {
     scan
 }
 
+/// Decodes one whole record (header and payload, as read from its offset)
+/// into its pack: the length must match, the checksum must hold and the
+/// payload must be an [`IngestPack`]; otherwise an error says which failed.
+pub fn decode_record(record: &[u8]) -> Result<IngestPack, String> {
+    let Some((header, payload)) = record.split_first_chunk::<RECORD_HEADER>() else {
+        return Err(format!("torn record header ({} bytes)", record.len()));
+    };
+    let len = u32::from_le_bytes([header[0], header[1], header[2], header[3]]) as usize;
+    if len != payload.len() {
+        return Err(format!(
+            "record length {len} but {} payload bytes",
+            payload.len()
+        ));
+    }
+    let crc = u32::from_le_bytes([header[4], header[5], header[6], header[7]]);
+    if crc32(&record[8..]) != crc {
+        return Err("checksum mismatch".into());
+    }
+    serde_json::from_slice(payload).map_err(|err| format!("decode: {err}"))
+}
+
+/// The packs of a segment's valid records, each with its id: the pack, or
+/// why its record does not hold one.
+pub type SegmentPacks = Vec<(SpoolId, Result<IngestPack, String>)>;
+
+/// Every pack in a segment's bytes, as the forwarder would read them: the
+/// scan (valid prefix and what ended it) and each valid record's pack or why
+/// its payload is not one.
+pub fn read_segment(first: SpoolId, data: &[u8]) -> (SegmentScan, SegmentPacks) {
+    let scan = scan_segment(first, data);
+    let packs = scan
+        .records
+        .iter()
+        .map(|r| {
+            let start = usize::try_from(r.offset).unwrap_or(usize::MAX);
+            let end = start.saturating_add(RECORD_HEADER + r.len as usize);
+            let pack = data
+                .get(start..end)
+                .ok_or_else(|| "record outside the segment".to_string())
+                .and_then(decode_record);
+            (r.id, pack)
+        })
+        .collect();
+    (scan, packs)
+}
+
+/// [`read_segment`] on a segment file (named `seg-{first id}.log`), e.g. to
+/// inspect a spool directory offline.
+pub fn read_segment_file(path: &Path) -> Result<(SegmentScan, SegmentPacks), SpoolError> {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("");
+    let first = parse_segment_name(name).ok_or_else(|| {
+        SpoolError::Storage(format!(
+            "{} is not a segment file (seg-<first id>.log)",
+            path.display()
+        ))
+    })?;
+    let data =
+        std::fs::read(path).map_err(|e| storage(&format!("reading {}", path.display()), &e))?;
+    Ok(read_segment(first, &data))
+}
+
 /// The ids in a ledger's content, the length of its valid prefix, and what
-/// was wrong after it.
-fn scan_ledger(data: &[u8]) -> (Vec<SpoolId>, u64, Option<String>) {
+/// was wrong after it. Pure and total like [`scan_segment`].
+pub fn scan_ledger(data: &[u8]) -> (Vec<SpoolId>, u64, Option<String>) {
     let mut ids = Vec::new();
     if data.is_empty() {
         return (ids, 0, None);
@@ -409,7 +496,7 @@ impl DiskSpool {
         firsts.sort_unstable();
 
         // Segments: every valid record, truncating at the first bad one.
-        let mut scans: Vec<(SpoolId, Scan)> = Vec::new();
+        let mut scans: Vec<(SpoolId, SegmentScan)> = Vec::new();
         for first in firsts {
             let path = dir.join(segment_name(first));
             let data = fs
@@ -427,7 +514,7 @@ impl DiskSpool {
                 error!(
                     segment = %path.display(),
                     offset = scan.valid_len,
-                    kept = scan.entries.len(),
+                    kept = scan.records.len(),
                     discarded_bytes = discarded,
                     %problem,
                     "spool: torn or corrupted record; keeping the records before it"
@@ -490,7 +577,15 @@ impl DiskSpool {
         for (first, scan) in scans {
             let path = dir.join(segment_name(first));
             let mut live = 0;
-            for e in scan.entries {
+            for r in scan.records {
+                let e = Entry {
+                    id: r.id,
+                    segment: first,
+                    offset: r.offset,
+                    len: r.len,
+                    readings: r.readings,
+                    received_ms: r.received_ms,
+                };
                 if released.contains(&e.id) {
                     still_released.push(e.id);
                     continue;
@@ -863,11 +958,7 @@ impl Shared {
         reader
             .read_at(&mut buf, e.offset)
             .map_err(|err| format!("read: {err}"))?;
-        let crc = u32::from_le_bytes(buf[4..8].try_into().unwrap_or_default());
-        if crc32(&buf[8..]) != crc {
-            return Err("checksum mismatch".into());
-        }
-        serde_json::from_slice(&buf[RECORD_HEADER..]).map_err(|err| format!("decode: {err}"))
+        decode_record(&buf)
     }
 }
 
@@ -1092,5 +1183,80 @@ impl Spool for DiskSpool {
             corrupt_records: s.counters.corrupt_records.load(Relaxed),
             discarded_bytes: s.counters.discarded_bytes.load(Relaxed),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pack(device: &str) -> IngestPack {
+        IngestPack {
+            apr: "a1".into(),
+            device: device.into(),
+            bt: Some(1.0),
+            received_ms: 5,
+            readings: vec![],
+            refusals: vec![],
+            raw: None,
+        }
+    }
+
+    fn segment(first: SpoolId, packs: &[IngestPack]) -> Vec<u8> {
+        let mut data = SEGMENT_MAGIC.to_vec();
+        for (i, p) in packs.iter().enumerate() {
+            let payload = serde_json::to_vec(p).unwrap();
+            encode_record(&mut data, first + i as u64, 0, 5, &payload);
+        }
+        data
+    }
+
+    #[test]
+    fn a_whole_segment_reads_back_every_pack() {
+        let data = segment(7, &[pack("d1"), pack("d2")]);
+        let (scan, packs) = read_segment(7, &data);
+        assert_eq!(scan.problem, None);
+        assert_eq!(scan.valid_len, data.len() as u64);
+        assert_eq!(scan.max_id, Some(8));
+        let got: Vec<_> = packs.into_iter().map(|(id, p)| (id, p.unwrap())).collect();
+        assert_eq!(got, [(7, pack("d1")), (8, pack("d2"))]);
+    }
+
+    #[test]
+    fn a_torn_or_corrupted_tail_is_reported_and_the_records_before_it_kept() {
+        let data = segment(0, &[pack("d1"), pack("d2")]);
+        let first_end = scan_segment(0, &data).records[1].offset as usize;
+        for cut in [first_end + 1, first_end + RECORD_HEADER, data.len() - 1] {
+            let (scan, packs) = read_segment(0, &data[..cut]);
+            assert!(
+                scan.problem.as_deref().unwrap().contains("torn"),
+                "{scan:?}"
+            );
+            assert_eq!(scan.valid_len, first_end as u64);
+            assert_eq!(packs.len(), 1);
+        }
+        let mut bad = data.clone();
+        *bad.last_mut().unwrap() ^= 1;
+        let scan = scan_segment(0, &bad);
+        assert_eq!(scan.problem.as_deref(), Some("checksum mismatch"));
+        assert_eq!(scan.records.len(), 1);
+        let scan = scan_segment(1, &data);
+        assert!(scan.problem.unwrap().contains("out of order"));
+        let scan = scan_segment(0, b"APRSEG");
+        assert_eq!(scan.valid_len, 0);
+        assert!(scan.problem.unwrap().contains("header"));
+    }
+
+    #[test]
+    fn a_record_whose_payload_is_not_a_pack_is_an_error_for_that_record() {
+        let mut data = SEGMENT_MAGIC.to_vec();
+        encode_record(&mut data, 0, 0, 0, b"{\"apr\":1}");
+        let (scan, packs) = read_segment(0, &data);
+        assert_eq!(scan.problem, None);
+        assert!(packs[0].1.as_ref().unwrap_err().starts_with("decode"));
+        assert!(decode_record(&data[8..20]).unwrap_err().contains("torn"));
+        assert!(decode_record(&data[8..data.len() - 1])
+            .unwrap_err()
+            .contains("length"));
     }
 }

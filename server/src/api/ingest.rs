@@ -5,8 +5,8 @@
 //! readings are keyed by (APR, device, metric, time) sending again is safe.
 
 use apr_wire::id::is_valid_id;
-use apr_wire::ingest::{GatewayDevice, IngestAck, IngestBatch};
-use apr_wire::validate::{Refusal, RefusalReason};
+use apr_wire::ingest::{decode_batch, GatewayDevice, IngestAck, IngestBatch};
+use apr_wire::validate::RefusalReason;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
@@ -59,35 +59,6 @@ fn check_batch(caller: &Principal, batch: &IngestBatch) -> Result<()> {
     Ok(())
 }
 
-/// Moves readings the server cannot store (a value outside the metric's
-/// physical range, or not finite) to the pack's refusals, so they reach the
-/// quarantine instead of the series. The gateway refuses these already; this
-/// keeps the store clean if one does not.
-fn recheck(batch: &mut IngestBatch) {
-    for pack in &mut batch.packs {
-        if pack.readings.iter().all(|r| r.metric.in_range(r.value)) {
-            continue;
-        }
-        let mut refused = Vec::new();
-        pack.readings.retain(|r| {
-            let ok = r.metric.in_range(r.value);
-            if !ok {
-                let (lo, hi) = r.metric.range();
-                refused.push(Refusal {
-                    reason: RefusalReason::OutOfRange,
-                    record: None,
-                    detail: format!(
-                        "server: {} = {} at t = {} ms is outside the possible range {lo} – {hi}",
-                        r.metric, r.value, r.t_ms
-                    ),
-                });
-            }
-            ok
-        });
-        pack.refusals.extend(refused);
-    }
-}
-
 /// `POST /api/v1/ingest`.
 pub(super) async fn ingest(
     State(state): State<AppState>,
@@ -106,11 +77,11 @@ pub(super) async fn ingest(
             Error::InvalidBody(format!("cannot read the request body: {}", r.body_text()))
         }
     })?;
-    let mut batch: IngestBatch = serde_json::from_slice(&body)
-        .map_err(|e| Error::InvalidBody(format!("the body is not an ingest batch: {e}")))?;
+    // Decoding and the server's own range check are one pure function of
+    // the wire crate (fuzzed in fuzz/, target ingest_batch).
+    let batch = decode_batch(&body).map_err(|e| Error::InvalidBody(e.0))?;
     drop(body);
     check_batch(&caller, &batch)?;
-    recheck(&mut batch);
     let mut refused: RefusalCounts = Default::default();
     for r in batch.packs.iter().flat_map(|p| &p.refusals) {
         refused[reason_index(r.reason)] += 1;
@@ -243,21 +214,5 @@ mod tests {
             check_batch(&gateway(&["a1"]), &b),
             Err(Error::Forbidden(_))
         ));
-    }
-
-    #[test]
-    fn impossible_values_go_to_the_quarantine_not_the_series() {
-        let mut b = batch("a1", &[0.5, 25.0, f64::NAN, 1.0]);
-        recheck(&mut b);
-        let p = &b.packs[0];
-        assert_eq!(
-            p.readings.iter().map(|r| r.value).collect::<Vec<_>>(),
-            [0.5, 1.0]
-        );
-        assert_eq!(p.refusals.len(), 2);
-        assert!(p
-            .refusals
-            .iter()
-            .all(|r| r.reason == RefusalReason::OutOfRange));
     }
 }
