@@ -1,19 +1,32 @@
 //! The gateway's disk spool read back after a crash or a disk fault:
 //! `apr_gateway::spool::disk::read_segment` (segment records and their
-//! packs) and `scan_ledger` on arbitrary bytes. The first input byte is the
-//! segment's first id (from its file name), the rest the file's content.
+//! packs) and `scan_ledger` on arbitrary bytes. The first input byte's low
+//! seven bits are the segment's first id (from its file name), the rest is
+//! the file's content. When the byte's top bit is set, the target first
+//! writes correct checksums into every record header it can walk, so the
+//! fuzzer also reaches what lies behind the checksum (ids, lengths, the
+//! packs' JSON) instead of stopping at "checksum mismatch".
 //! Corruption must be reported as a problem at a valid prefix, never panic,
 //! and the prefix must read back clean.
 #![no_main]
 
 use apr_gateway::spool::disk::{read_segment, scan_ledger, scan_segment, RECORD_HEADER};
+use apr_wire::checksum::crc32;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Some((&first, file)) = data.split_first() else {
+    let Some((&head, file)) = data.split_first() else {
         return;
     };
-    let first = u64::from(first);
+    let first = u64::from(head & 0x7f);
+    let mut fixed;
+    let file = if head & 0x80 != 0 {
+        fixed = file.to_vec();
+        fix_checksums(&mut fixed);
+        &fixed[..]
+    } else {
+        file
+    };
     let (scan, packs) = read_segment(first, file);
     let valid = usize::try_from(scan.valid_len).expect("valid_len fits");
     assert!(valid <= file.len());
@@ -49,3 +62,19 @@ fuzz_target!(|data: &[u8]| {
     assert_eq!(problem, None);
     assert_eq!(again, ids);
 });
+
+/// Writes the right CRC into each record header after the 8-byte magic, as
+/// far as the lengths lead through the bytes.
+fn fix_checksums(file: &mut [u8]) {
+    let mut pos = 8;
+    while pos + RECORD_HEADER <= file.len() {
+        let len = u32::from_le_bytes([file[pos], file[pos + 1], file[pos + 2], file[pos + 3]]);
+        let end = pos + RECORD_HEADER + len as usize;
+        if end > file.len() {
+            return;
+        }
+        let crc = crc32(&file[pos + 8..end]);
+        file[pos + 4..pos + 8].copy_from_slice(&crc.to_le_bytes());
+        pos = end;
+    }
+}
