@@ -25,6 +25,10 @@ fi
 # Python's aiosmtpd: a real SMTP server on loopback for the e-mail tests.
 # (pip, not Debian's python3-aiosmtpd: the python3 on PATH may not be Debian's.)
 python3 -c 'import aiosmtpd' 2>/dev/null || python3 -m pip install --quiet aiosmtpd
+# Schemathesis: the API against its OpenAPI document (tests/api_schema.rs).
+SCHEMATHESIS=4.32.5
+schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS" \
+    || python3 -m pip install --quiet "schemathesis==$SCHEMATHESIS"
 
 # Debian's package starts a system mosquitto on port 1883; the tests start their
 # own on free ports and the demo's default broker address is 1883, so stop it.

@@ -35,6 +35,12 @@ pub fn lab_limit(parameter: &str) -> Option<f64> {
 
 /// Checks a record before it is stored; answers what is wrong.
 pub fn validate(record: &FieldRecord) -> Result<(), String> {
+    if record.kind != FieldKind::Lab && record.parameter.is_some() {
+        return Err(format!(
+            "'parameter' only goes with a lab result, not with kind '{}'",
+            record.kind.as_str()
+        ));
+    }
     match record.kind {
         FieldKind::DpdChlorine => match record.value {
             Some(v) if v.is_finite() && (0.0..=20.0).contains(&v) => Ok(()),

@@ -204,6 +204,22 @@ async fn field_records_are_validated_scoped_and_listed_with_their_limits() {
     );
     let no_value = post_json(&f, &uri, &f.operator, json!({"kind": "dpd_chlorine"})).await;
     assert_eq!(no_value.status, StatusCode::BAD_REQUEST);
+    // A lab parameter on a DPD check (found by schemathesis): refused.
+    let stray = post_json(
+        &f,
+        &uri,
+        &f.operator,
+        json!({"kind": "dpd_chlorine", "value": 0.5, "parameter": "total_coliforms"}),
+    )
+    .await;
+    assert_eq!(stray.status, StatusCode::BAD_REQUEST);
+    assert!(
+        stray
+            .message()
+            .contains("'parameter' only goes with a lab result"),
+        "{}",
+        stray.message()
+    );
     let gore = post_json(&f, &uri, &f.gore, json!({"kind": "visit", "note": "x"})).await;
     assert_eq!(gore.status, StatusCode::FORBIDDEN);
     let other = post_json(
