@@ -450,3 +450,86 @@ async fn an_alert_reaches_an_operator_by_email_with_its_apr_and_kind_in_spanish(
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn dpd_checks_that_disagree_with_the_probe_raise_a_recalibration_alert_and_an_agreeing_one_clears_it(
+) {
+    let f = fixture();
+    started(&f);
+    let now = chrono::Utc::now().timestamp_millis();
+    let hours = [4, 3, 2];
+    // The probe reads 1.0 mg/L at each check; the DPD kit says 0.5.
+    let probe: Vec<(i64, f64)> = hours.iter().map(|h| (now - h * 60 * MIN, 1.0)).collect();
+    let b = batch(OP_APR, "caseta", apr_wire::Metric::Chlorine, &probe);
+    assert_eq!(
+        post_batch(&f.app, &f.gateway, &b).await.status,
+        StatusCode::OK
+    );
+    let uri = format!("/api/v1/aprs/{OP_APR}/field-records");
+    let dpd = |t: i64, v: f64| {
+        json!({
+            "kind": "dpd_chlorine",
+            "value": v,
+            "taken_at": chrono::DateTime::from_timestamp_millis(t).unwrap().to_rfc3339(),
+        })
+    };
+    let pass = |f: &Fixture| {
+        let state = f.state.clone();
+        tokio::task::spawn_blocking(move || apr_server::api::refresh_analysis(&state))
+    };
+    // Two checks off: not yet a drift (three are needed), no alert.
+    for (t, _) in &probe[..2] {
+        let r = post(&f.app, &uri, &f.operator, Some(dpd(*t, 0.5))).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    pass(&f).await.unwrap().unwrap();
+    let q = "?kind=chlorine_probe_drift";
+    let none = get(&f.app, &format!("/api/v1/alerts{q}"), Some(&f.admin)).await;
+    assert_eq!(
+        none.json().as_array().map(Vec::len),
+        Some(0),
+        "{}",
+        none.text()
+    );
+    // The third: the probe drifts high by 0.5 mg/L (tolerance 0.1).
+    let r = post(&f.app, &uri, &f.operator, Some(dpd(probe[2].0, 0.5))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    pass(&f).await.unwrap().unwrap();
+    let open = wait_alert(&f, q, |l| l.first().cloned()).await;
+    assert_eq!(open["state"], "open");
+    assert_eq!(open["device"], "caseta");
+    assert_eq!(open["severity"], "warning");
+    assert!(
+        (open["value"].as_f64().unwrap() - 0.5).abs() < 1e-9,
+        "{open}"
+    );
+    assert!(
+        (open["threshold"].as_f64().unwrap() - 0.1).abs() < 1e-9,
+        "{open}"
+    );
+    // Another pass with no new check: still the one alert.
+    pass(&f).await.unwrap().unwrap();
+    let again = get(&f.app, &format!("/api/v1/alerts{q}"), Some(&f.admin)).await;
+    assert_eq!(
+        again.json().as_array().map(Vec::len),
+        Some(1),
+        "{}",
+        again.text()
+    );
+    // After recalibration the next check agrees: the alert clears itself.
+    let t = now - 60 * MIN;
+    let b = batch(OP_APR, "caseta", apr_wire::Metric::Chlorine, &[(t, 0.52)]);
+    assert_eq!(
+        post_batch(&f.app, &f.gateway, &b).await.status,
+        StatusCode::OK
+    );
+    let r = post(&f.app, &uri, &f.operator, Some(dpd(t, 0.5))).await;
+    assert_eq!(r.status, StatusCode::OK);
+    pass(&f).await.unwrap().unwrap();
+    let id = open["id"].as_i64().unwrap();
+    let resolved = wait_alert(&f, "?state=resolved", |l| {
+        l.iter().find(|a| a["id"].as_i64() == Some(id)).cloned()
+    })
+    .await;
+    assert_eq!(resolved["kind"], "chlorine_probe_drift");
+}

@@ -42,6 +42,20 @@ pub struct PackEvent {
     pub received_ms: i64,
 }
 
+/// The verdict of the probe-drift check of an APR after new DPD checks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ProbeCheck {
+    /// APR id.
+    pub apr: String,
+    /// The device whose chlorine probe was compared.
+    pub device: String,
+    /// `Some((mean probe − DPD difference, tolerance))` in mg/L when the
+    /// probe drifts; `None` when the latest check agrees with it.
+    pub drift: Option<(f64, f64)>,
+    /// When the latest check was taken, ms.
+    pub at_ms: i64,
+}
+
 /// What the tick knows about a device.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Liveness {
@@ -586,6 +600,49 @@ impl Engine {
                             kind: TransitionKind::Renotified,
                             alert: a.clone(),
                         });
+                    }
+                }
+            }
+        }
+    }
+
+    /// What the operator's latest DPD checks say about an APR's chlorine
+    /// probe (`device`), as [`crate::assessment::probe_verdict`] reads
+    /// them: a drift opens one `chlorine_probe_drift` alert (warning, so
+    /// it escalates and reminds like the others) whose value is the mean
+    /// probe − DPD difference and threshold the tolerance; a check back
+    /// within tolerance clears it.
+    pub fn on_probe_check(&mut self, check: &ProbeCheck, now_ms: i64, out: &mut Outcome) {
+        let kind = AlertKind::ChlorineProbeDrift;
+        match check.drift {
+            Some((difference_mg_l, tolerance_mg_l)) => {
+                let t = track(&mut self.devices, &check.apr, &check.device);
+                let ks = t.kinds.entry(kind).or_default();
+                open(
+                    ks,
+                    &mut self.next_id,
+                    NewAlert {
+                        apr: &check.apr,
+                        device: &check.device,
+                        kind,
+                        severity: Severity::Warning,
+                        opened_at_ms: check.at_ms,
+                        value: difference_mg_l,
+                        threshold: tolerance_mg_l,
+                        now_ms,
+                    },
+                    out,
+                );
+            }
+            None => {
+                if let Some(t) = self
+                    .devices
+                    .get_mut(&check.apr)
+                    .and_then(|m| m.get_mut(&check.device))
+                {
+                    if let Some(ks) = t.kinds.get_mut(&kind) {
+                        clear(ks, || key(&check.apr, &check.device, kind), now_ms, out);
+                        t.kinds.remove(&kind);
                     }
                 }
             }

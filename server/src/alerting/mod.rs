@@ -73,11 +73,15 @@ pub enum AlertKind {
     DeviceOffline,
     /// Impossible values from a device, pack after pack.
     SensorFault,
+    /// The chlorine probe disagrees with the operator's DPD checks, the
+    /// same way, check after check: recalibrate it (see
+    /// [`crate::field::probe_drift`]).
+    ChlorineProbeDrift,
 }
 
 impl AlertKind {
     /// Every kind.
-    pub const ALL: [AlertKind; 9] = [
+    pub const ALL: [AlertKind; 10] = [
         AlertKind::ChlorineLow,
         AlertKind::ChlorineHigh,
         AlertKind::TurbidityHigh,
@@ -87,6 +91,7 @@ impl AlertKind {
         AlertKind::NightFlowHigh,
         AlertKind::DeviceOffline,
         AlertKind::SensorFault,
+        AlertKind::ChlorineProbeDrift,
     ];
 
     /// The kind's name.
@@ -101,6 +106,7 @@ impl AlertKind {
             AlertKind::NightFlowHigh => "night_flow_high",
             AlertKind::DeviceOffline => "device_offline",
             AlertKind::SensorFault => "sensor_fault",
+            AlertKind::ChlorineProbeDrift => "chlorine_probe_drift",
         }
     }
 
@@ -116,6 +122,7 @@ impl AlertKind {
             AlertKind::NightFlowHigh => "caudal nocturno alto (posible fuga)",
             AlertKind::DeviceOffline => "equipo sin conexión",
             AlertKind::SensorFault => "falla de sensor",
+            AlertKind::ChlorineProbeDrift => "sonda de cloro descalibrada: recalibrar",
         }
     }
 }

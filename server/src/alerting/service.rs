@@ -7,6 +7,8 @@
 //!   committed reading's evaluation while the server runs.
 //! - A tick task sends the wall clock and every device's liveness every
 //!   `[alerts] tick_interval_s`.
+//! - The analysis pass sends the probe-drift verdict of an APR that has new
+//!   DPD checks.
 //! - The API sends acknowledgements, resolutions and limit changes and waits
 //!   for the answer, which comes only after the store has the change.
 //!
@@ -21,7 +23,7 @@ use std::thread::JoinHandle;
 
 use tokio::sync::{mpsc, oneshot};
 
-use super::engine::{Engine, Liveness, Outcome, PackEvent, TransitionKind};
+use super::engine::{Engine, Liveness, Outcome, PackEvent, ProbeCheck, TransitionKind};
 use super::Alert;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
@@ -54,6 +56,7 @@ enum Input {
         limits: Option<Limits>,
         reply: oneshot::Sender<()>,
     },
+    Probe(ProbeCheck),
 }
 
 /// Settings of the alert service.
@@ -117,6 +120,14 @@ impl Alerting {
     /// The periodic tick.
     pub async fn tick(&self, now_ms: i64, devices: Vec<Liveness>) -> Result<()> {
         self.send(Input::Tick { now_ms, devices }).await
+    }
+
+    /// The probe-drift verdict after new DPD checks, from a blocking
+    /// thread (the analysis pass); waits for room only.
+    pub fn probe_check_blocking(&self, check: ProbeCheck) -> Result<()> {
+        self.tx
+            .blocking_send(Input::Probe(check))
+            .map_err(|_| stopped())
     }
 
     /// Acknowledges an open alert; answers it once stored.
@@ -218,6 +229,7 @@ fn run(
                     engine.set_limits(&apr, limits);
                     limit_replies.push(reply);
                 }
+                Input::Probe(check) => engine.on_probe_check(&check, now_ms, &mut out),
             }
         }
         let mut stored = true;

@@ -180,6 +180,7 @@ fn kpi_pass(
             refresh_kpis(state, &apr, days)?;
         }
     }
+    probe_checks(state, backfill, now)?;
     if assessed_on == Some(today) {
         return Ok(assessed_on);
     }
@@ -189,6 +190,38 @@ fn kpi_pass(
         }
     }
     Ok(Some(today))
+}
+
+/// Hands the alert engine the probe-drift verdict of every APR with a DPD
+/// check recorded since the previous pass (two periods back, so a slow pass
+/// misses none; the engine opens at most one alert per APR and probe), or
+/// of every APR on the first pass after a start.
+fn probe_checks(state: &AppState, all: bool, now: i64) -> Result<()> {
+    let Some(alerting) = state.alerting() else {
+        return Ok(());
+    };
+    let since = now - 2 * i64::try_from(KPI_EVERY.as_millis()).unwrap_or(i64::MAX / 4);
+    for apr in state.inner.registry.aprs()? {
+        let apr = apr.id.as_str();
+        let verdict = assessment::probe_verdict(
+            &*state.inner.series,
+            &*state.inner.analysis,
+            apr,
+            &AssessmentLimits::default(),
+            now,
+        );
+        match verdict {
+            Ok((Some(check), Some(newest))) if all || newest >= since => {
+                tracing::debug!(apr, drift = ?check.drift, "probe check");
+                if let Err(e) = alerting.probe_check_blocking(check) {
+                    tracing::warn!(apr, error = %e, "probe check not handed to the alerts");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(apr, error = %e, "probe check failed"),
+        }
+    }
+    Ok(())
 }
 
 /// A day or a time in a query: `YYYY-MM-DD`, or RFC 3339 (its local day).

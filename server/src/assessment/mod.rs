@@ -15,6 +15,7 @@ pub mod rules;
 use chrono::{DateTime, NaiveDate, SecondsFormat, Utc};
 use serde::Serialize;
 
+use crate::alerting::engine::ProbeCheck;
 use crate::alerting::Alert;
 use crate::error::Result;
 use crate::field::compare_dpd;
@@ -87,6 +88,83 @@ impl Assessment {
             .collect()
     }
 }
+
+/// What an APR's DPD checks of the last [`PROBE_LOOKBACK_DAYS`] say about
+/// its chlorine probe now, for the alert engine
+/// ([`crate::alerting::engine::Engine::on_probe_check`]): `None` when no
+/// check matches a probe reading or the latest checks neither drift nor
+/// agree (a single check off: wait for the next); otherwise the verdict,
+/// drifting by [`probe_drift`](crate::field::probe_drift) or agreeing
+/// (the latest check within tolerance). Answers also the newest
+/// `recorded_at` seen, so the caller asks again only after new checks.
+pub fn probe_verdict(
+    series: &dyn SeriesStore,
+    analysis: &dyn AnalysisStore,
+    apr: &str,
+    a: &AssessmentLimits,
+    now_ms: i64,
+) -> Result<(Option<ProbeCheck>, Option<i64>)> {
+    let field = analysis.field_records(
+        apr,
+        now_ms - i64::from(PROBE_LOOKBACK_DAYS) * 86_400_000,
+        now_ms + 300_000,
+    )?;
+    let checks: Vec<_> = field
+        .iter()
+        .filter(|f| f.kind == FieldKind::DpdChlorine)
+        .filter_map(|f| Some((f.taken_at_ms, f.value?, f.recorded_at_ms)))
+        .collect();
+    let newest = checks.iter().map(|c| c.2).max();
+    let Some(device) = series
+        .latest(apr)?
+        .into_iter()
+        .find(|l| l.metric == Metric::Chlorine)
+        .map(|l| l.device)
+    else {
+        return Ok((None, newest));
+    };
+    let margin = a.probe_match_minutes * 60_000;
+    let mut probe = Vec::new();
+    for (t, _, _) in &checks {
+        probe.extend(series.readings(&SeriesQuery {
+            apr,
+            metric: Metric::Chlorine,
+            device: Some(&device),
+            from_ms: t - margin,
+            to_ms: t + margin,
+            step_ms: None,
+            limit: 10_000,
+        })?);
+    }
+    probe.sort_by_key(|p| p.t_ms);
+    probe.dedup_by_key(|p| p.t_ms);
+    let dpd: Vec<(i64, f64)> = checks.iter().map(|c| (c.0, c.1)).collect();
+    let comparisons = compare_dpd(&dpd, &probe, a);
+    let Some(last) = comparisons.last() else {
+        return Ok((None, newest));
+    };
+    let drift = match crate::field::probe_drift(&comparisons, a) {
+        Some(d) => {
+            let n = d.checks.len().max(1) as f64;
+            let mean = d.checks.iter().map(|c| c.difference_mg_l).sum::<f64>() / n;
+            Some((mean, last.tolerance_mg_l))
+        }
+        None if last.difference_mg_l.abs() <= last.tolerance_mg_l => None,
+        None => return Ok((None, newest)),
+    };
+    Ok((
+        Some(ProbeCheck {
+            apr: apr.to_owned(),
+            device,
+            drift,
+            at_ms: last.taken_at_ms,
+        }),
+        newest,
+    ))
+}
+
+/// How far back [`probe_verdict`] looks for DPD checks, days.
+pub const PROBE_LOOKBACK_DAYS: u32 = 90;
 
 /// Computes the assessment of `apr` over the window of
 /// [`AssessmentLimits::window_days`] local days ending on `last_day`, from

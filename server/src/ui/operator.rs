@@ -97,6 +97,7 @@ fn metric_of(kind: AlertKind) -> Option<Metric> {
         AlertKind::TankLow => Some(Metric::TankLevel),
         AlertKind::PressureLow => Some(Metric::Pressure),
         AlertKind::NightFlowHigh => Some(Metric::Flow),
+        AlertKind::ChlorineProbeDrift => Some(Metric::Chlorine),
         AlertKind::DeviceOffline | AlertKind::SensorFault => None,
     }
 }
