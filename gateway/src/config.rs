@@ -36,6 +36,8 @@ pub struct GatewayConfig {
     pub devices: DevicesConfig,
     /// The `/metrics` listener.
     pub metrics: MetricsConfig,
+    /// The embedded MQTT broker for the site's devices (optional).
+    pub broker: BrokerConfig,
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +52,7 @@ impl Default for GatewayConfig {
             spool: SpoolConfig::default(),
             devices: DevicesConfig::default(),
             metrics: MetricsConfig::default(),
+            broker: BrokerConfig::default(),
         }
     }
 }
@@ -69,6 +72,13 @@ pub struct ServerConfig {
     pub url: String,
     /// The gateway's bearer token.
     pub token: String,
+    /// PEM CA file the server's certificate must chain to (`https://`
+    /// URLs); empty: no HTTPS.
+    pub ca_file: String,
+    /// PEM client certificate presented to the server (mutual TLS).
+    pub client_cert: String,
+    /// PEM private key of `client_cert`.
+    pub client_key: String,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +86,9 @@ impl Default for ServerConfig {
         ServerConfig {
             url: "http://127.0.0.1:8080".into(),
             token: String::new(),
+            ca_file: String::new(),
+            client_cert: String::new(),
+            client_key: String::new(),
         }
     }
 }
@@ -96,6 +109,8 @@ pub struct MqttConfig {
     pub client_id: String,
     /// Keep-alive interval, seconds.
     pub keep_alive_s: u16,
+    /// PEM CA file: connect with TLS, trusting only this CA; empty: plain MQTT.
+    pub ca_file: String,
 }
 
 impl Default for MqttConfig {
@@ -107,8 +122,25 @@ impl Default for MqttConfig {
             password: String::new(),
             client_id: String::new(),
             keep_alive_s: 30,
+            ca_file: String::new(),
         }
     }
+}
+
+/// `[broker]`: the embedded MQTT broker (rumqttd behind the device gate) that
+/// `apr-gateway run` starts for the site's devices when `listen` is set; the
+/// gateway then reads from it instead of the broker of `[mqtt]`.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BrokerConfig {
+    /// Address devices connect to (`host:port`); empty: no embedded broker.
+    pub listen: String,
+    /// PEM certificate chain of the MQTT-over-TLS listener (with `tls_key`).
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// Allow plain MQTT on a non-loopback address (refused otherwise).
+    pub allow_plaintext: bool,
 }
 
 /// `[forward]`: batching and retrying towards the server.
@@ -270,6 +302,13 @@ aprs = {aprs}
 url = {url}
 # The gateway's bearer token.
 token = {token}
+# HTTPS: the PEM CA file the server's certificate must chain to (only this CA
+# is trusted); use an https:// url with it.
+ca_file = {server_ca_file}
+# Mutual TLS: the PEM certificate and key this gateway presents, when the
+# server requires client certificates ([http] client_ca there).
+client_cert = {client_cert}
+client_key = {client_key}
 
 [mqtt]
 # The broker the devices publish to.
@@ -282,6 +321,9 @@ password = {password}
 client_id = {client_id}
 # Keep-alive interval, seconds.
 keep_alive_s = {keep_alive_s}
+# MQTT over TLS: the PEM CA file the broker's certificate must chain to.
+# Empty: plain MQTT.
+ca_file = {mqtt_ca_file}
 
 [forward]
 # Most readings in one batch to the server.
@@ -327,17 +369,34 @@ silent_intervals = {silent_intervals}
 # Listen address of the gateway's /metrics (Prometheus text), read by
 # `apr-gateway status`; empty: no listener.
 listen = {listen}
+
+[broker]
+# An embedded MQTT broker for the site's devices (rumqttd behind the device
+# gate: each device logs in with its own credentials, fetched from the server,
+# and may use only its own topics). Address devices connect to; empty: none,
+# the gateway reads from the broker of [mqtt] (e.g. mosquitto).
+listen = {broker_listen}
+# MQTT over TLS (rustls): PEM certificate chain and private key. Without them
+# the broker speaks plain MQTT, which it does only on a loopback address
+# unless allow_plaintext = true.
+tls_cert = {broker_tls_cert}
+tls_key = {broker_tls_key}
+allow_plaintext = {broker_allow_plaintext}
 "#,
         id = v(&c.id),
         aprs = v(&c.aprs),
         url = v(&c.server.url),
         token = v(&c.server.token),
+        server_ca_file = v(&c.server.ca_file),
+        client_cert = v(&c.server.client_cert),
+        client_key = v(&c.server.client_key),
         host = v(&c.mqtt.host),
         port = v(&c.mqtt.port),
         username = v(&c.mqtt.username),
         password = v(&c.mqtt.password),
         client_id = v(&c.mqtt.client_id),
         keep_alive_s = v(&c.mqtt.keep_alive_s),
+        mqtt_ca_file = v(&c.mqtt.ca_file),
         max_batch_readings = v(&c.forward.max_batch_readings),
         max_batch_delay_ms = v(&c.forward.max_batch_delay_ms),
         backoff_min_ms = v(&c.forward.backoff_min_ms),
@@ -353,6 +412,10 @@ listen = {listen}
         refresh_s = v(&c.devices.refresh_s),
         silent_intervals = v(&c.devices.silent_intervals),
         listen = v(&c.metrics.listen),
+        broker_listen = v(&c.broker.listen),
+        broker_tls_cert = v(&c.broker.tls_cert),
+        broker_tls_key = v(&c.broker.tls_key),
+        broker_allow_plaintext = v(&c.broker.allow_plaintext),
     )
 }
 

@@ -159,9 +159,26 @@ impl HttpSink {
         token: &str,
         request_timeout: Duration,
     ) -> Result<HttpSink, SinkError> {
-        let client = reqwest::Client::builder()
+        HttpSink::with_tls(server_url, token, request_timeout, None)
+    }
+
+    /// [`HttpSink::new`] over HTTPS with `tls` (trusted CA, and the client
+    /// certificate for mutual TLS; see [`apr_tls::client_config`]).
+    pub fn with_tls(
+        server_url: &str,
+        token: &str,
+        request_timeout: Duration,
+        tls: Option<Arc<apr_tls::rustls::ClientConfig>>,
+    ) -> Result<HttpSink, SinkError> {
+        let mut builder = reqwest::Client::builder()
             .timeout(request_timeout)
-            .tcp_nodelay(true)
+            .tcp_nodelay(true);
+        if let Some(tls) = tls {
+            builder = builder
+                .use_preconfigured_tls(apr_tls::rustls::ClientConfig::clone(&tls))
+                .https_only(true);
+        }
+        let client = builder
             .build()
             .map_err(|e| SinkError::Setup(error_chain(&e)))?;
         let base = server_url.trim_end_matches('/');
@@ -175,11 +192,38 @@ impl HttpSink {
 
     /// A sink as configured in `[server]` and `[forward]`.
     pub fn from_config(config: &GatewayConfig) -> Result<HttpSink, SinkError> {
-        HttpSink::new(
+        HttpSink::with_tls(
             &config.server.url,
             &config.server.token,
             Duration::from_millis(config.forward.request_timeout_ms),
+            server_tls(&config.server)?,
         )
+    }
+}
+
+/// The TLS client configuration of `[server]`: `None` without `ca_file`.
+pub fn server_tls(
+    server: &crate::config::ServerConfig,
+) -> Result<Option<Arc<apr_tls::rustls::ClientConfig>>, SinkError> {
+    let cert = apr_tls::configured(&server.client_cert);
+    let key = apr_tls::configured(&server.client_key);
+    let identity = match (cert, key) {
+        (Some(c), Some(k)) => Some((c, k)),
+        (None, None) => None,
+        _ => {
+            return Err(SinkError::Setup(
+                "[server] client_cert and client_key go together".into(),
+            ))
+        }
+    };
+    match apr_tls::configured(&server.ca_file) {
+        Some(ca) => apr_tls::client_config(ca, identity)
+            .map(Some)
+            .map_err(|e| SinkError::Setup(format!("[server]: {e}"))),
+        None if identity.is_some() => Err(SinkError::Setup(
+            "[server] client_cert needs ca_file (mutual TLS is HTTPS)".into(),
+        )),
+        None => Ok(None),
     }
 }
 

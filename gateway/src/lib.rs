@@ -113,7 +113,7 @@ impl Gateway {
         let (ready_tx, ready) = watch::channel(false);
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let (acks_done_tx, acks_done) = oneshot::channel();
-        let (client, eventloop) = uplink::mqtt_client(&config);
+        let (client, eventloop) = uplink::mqtt_client(&config)?;
         let span = tracing::info_span!("gateway", id = %config.id);
         let (packs_tx, packs_rx) = mpsc::channel(uplink::SPOOLER_CHANNEL);
         let tracker = Arc::new(liveness::Tracker::default());
@@ -184,12 +184,21 @@ impl Gateway {
     /// Starts a gateway as configured: [`HttpSink`] to `[server]` and the
     /// spool of `[spool]` ([`DiskSpool`] in `dir`, else [`MemorySpool`]).
     pub async fn start_http(config: GatewayConfig) -> Result<GatewayHandle, Error> {
+        Gateway::start_http_with(config, None).await
+    }
+
+    /// [`Gateway::start_http`], refreshing `directory` as in
+    /// [`Gateway::start_with`].
+    pub async fn start_http_with(
+        config: GatewayConfig,
+        directory: Option<Arc<DeviceDirectory>>,
+    ) -> Result<GatewayHandle, Error> {
         let sink = HttpSink::from_config(&config)?;
         let spool_config = config.spool.clone();
         let spool = tokio::task::spawn_blocking(move || AnySpool::from_config(&spool_config))
             .await
             .map_err(|e| Error::Task(e.to_string()))??;
-        Gateway::start(config, sink, spool).await
+        Gateway::start_with(config, sink, spool, directory).await
     }
 }
 
@@ -265,10 +274,21 @@ impl GatewayHandle {
     }
 }
 
-/// Runs a gateway as configured (MQTT broker of `[mqtt]`, [`HttpSink`] to
-/// `[server]`, the spool of `[spool]`, `/metrics` on `[metrics] listen`)
-/// until `shutdown` resolves, then shuts it down cleanly.
-pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> Result<(), Error> {
+/// Runs a gateway as configured (the embedded broker of `[broker]` if set,
+/// else the MQTT broker of `[mqtt]`; [`HttpSink`] to `[server]`, the spool of
+/// `[spool]`, `/metrics` on `[metrics] listen`) until `shutdown` resolves,
+/// then shuts it down cleanly.
+pub async fn run(
+    mut config: GatewayConfig,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), Error> {
+    let broker = EmbeddedBroker::from_config(&config.broker).await?;
+    if let Some(b) = &broker {
+        // The gateway reads the embedded broker's internal port; devices come
+        // in through the gate, with the logins the server hands out.
+        config.mqtt = b.gateway_mqtt_config(&format!("apr-gateway-{}", config.id));
+    }
+    let directory = broker.as_ref().map(|b| b.directory().clone());
     let listener = if config.metrics.listen.is_empty() {
         None
     } else {
@@ -280,7 +300,7 @@ pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> R
                 })?,
         )
     };
-    let handle = Gateway::start_http(config).await?;
+    let handle = Gateway::start_http_with(config, directory).await?;
     let (stop_metrics, metrics_stopped) = oneshot::channel::<()>();
     if let Some(listener) = listener {
         if let Ok(addr) = listener.local_addr() {
@@ -296,5 +316,9 @@ pub async fn run(config: GatewayConfig, shutdown: impl Future<Output = ()>) -> R
     }
     shutdown.await;
     let _ = stop_metrics.send(());
-    handle.shutdown().await
+    let result = handle.shutdown().await;
+    if let Some(b) = broker {
+        b.shutdown().await;
+    }
+    result
 }

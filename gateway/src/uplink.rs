@@ -195,8 +195,9 @@ pub fn subscriptions(aprs: &[String]) -> Vec<SubscribeFilter> {
         .collect()
 }
 
-/// The MQTT client options from `[mqtt]`.
-pub fn mqtt_options(config: &GatewayConfig) -> MqttOptions {
+/// The MQTT client options from `[mqtt]` (with `ca_file`: MQTT over TLS,
+/// trusting only that CA).
+pub fn mqtt_options(config: &GatewayConfig) -> Result<MqttOptions, Error> {
     let m = &config.mqtt;
     let client_id = if m.client_id.is_empty() {
         format!("apr-gateway-{}", config.id)
@@ -213,16 +214,23 @@ pub fn mqtt_options(config: &GatewayConfig) -> MqttOptions {
     o.set_max_packet_size(MAX_PACKET_BYTES, MAX_PACKET_BYTES);
     o.set_inflight(INFLIGHT);
     o.set_clean_session(true);
-    o
+    if let Some(ca) = apr_tls::configured(&m.ca_file) {
+        let tls =
+            apr_tls::client_config(ca, None).map_err(|e| Error::Config(format!("[mqtt]: {e}")))?;
+        o.set_transport(rumqttc::Transport::tls_with_config(
+            rumqttc::TlsConfiguration::Rustls(tls),
+        ));
+    }
+    Ok(o)
 }
 
 /// A new MQTT client and its event loop.
-pub(crate) fn mqtt_client(config: &GatewayConfig) -> (AsyncClient, EventLoop) {
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(config), REQUEST_CHANNEL);
+pub(crate) fn mqtt_client(config: &GatewayConfig) -> Result<(AsyncClient, EventLoop), Error> {
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(config)?, REQUEST_CHANNEL);
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
-    (client, eventloop)
+    Ok((client, eventloop))
 }
 
 pub(crate) fn now_ms() -> i64 {

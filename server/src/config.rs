@@ -163,12 +163,25 @@ impl Default for Notify {
 pub struct Http {
     /// Listen address, `host:port`.
     pub listen: String,
+    /// PEM certificate chain for HTTPS (with `tls_key`); empty: plain HTTP.
+    pub tls_cert: String,
+    /// PEM private key of `tls_cert`.
+    pub tls_key: String,
+    /// PEM CA file: with it, every client must present a certificate this CA
+    /// signed (mutual TLS, for site gateways); empty: no client certificates.
+    pub client_ca: String,
+    /// Allow plain HTTP on a non-loopback address (refused otherwise).
+    pub allow_plaintext: bool,
 }
 
 impl Default for Http {
     fn default() -> Self {
         Http {
             listen: "127.0.0.1:8080".into(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            client_ca: String::new(),
+            allow_plaintext: false,
         }
     }
 }
@@ -237,6 +250,16 @@ pub fn configfile() -> String {
 [http]
 # Address the API, /healthz and /metrics listen on (host:port).
 listen = {listen}
+# HTTPS (rustls): PEM certificate chain and its private key. Without them the
+# server speaks plain HTTP, which it does only on a loopback address unless
+# allow_plaintext = true.
+tls_cert = {tls_cert}
+tls_key = {tls_key}
+# Mutual TLS: a PEM CA file; every client (site gateways, browsers) must then
+# present a certificate signed by it. Empty: no client certificates.
+client_ca = {client_ca}
+# Serve plain HTTP on a non-loopback address (e.g. behind a TLS proxy).
+allow_plaintext = {allow_plaintext}
 
 [store]
 # SQLite database file (WAL mode); created with its schema when missing.
@@ -295,6 +318,10 @@ flush_after_write = {flush_after_write}
 secure_cookies = {secure_cookies}
 "#,
         listen = q(&d.http.listen),
+        tls_cert = q(&d.http.tls_cert),
+        tls_key = q(&d.http.tls_key),
+        client_ca = q(&d.http.client_ca),
+        allow_plaintext = d.http.allow_plaintext,
         path = q(&d.store.path.to_string_lossy()),
         read_connections = d.store.read_connections,
         max_batch_bytes = d.ingest.max_batch_bytes,

@@ -34,6 +34,8 @@
 //! - [`assessment`]: the four-component assessment (rules in
 //!   [`assessment::rules`]), kept over time.
 //! - [`counters`]: the counters and gauges exported on `/metrics`.
+//! - [`listener`]: the `[http]` listener: HTTPS (rustls, optional client
+//!   certificates) or plain HTTP on loopback only unless allowed.
 //! - [`api`]: the HTTP routes, request tracing and the JSON error mapping.
 //! - [`ui`]: the web dashboards (sessions, CSRF, pages, live alerts) over
 //!   the `apr-dashboards` view layer.
@@ -56,6 +58,7 @@ pub mod field;
 pub mod fleet;
 pub mod kpi;
 pub mod limits;
+pub mod listener;
 pub mod notify;
 pub mod store;
 pub mod summary;

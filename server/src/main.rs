@@ -1,7 +1,6 @@
 //! `apr-server`: the server's command line, a thin layer over the library.
 
 use std::io::Read;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -160,7 +159,11 @@ fn main() -> anyhow::Result<()> {
         print!("{}", config::configfile());
         return Ok(());
     }
-    let config = Config::load(cli.config.as_deref())?;
+    let mut config = Config::load(cli.config.as_deref())?;
+    // Served over HTTPS, the session cookie is always Secure.
+    if apr_tls::configured(&config.http.tls_cert).is_some() {
+        config.ui.secure_cookies = true;
+    }
     // These work on the store's file without opening it as a server would.
     match &cli.command {
         Command::Backup { out } => {
@@ -211,15 +214,10 @@ fn main() -> anyhow::Result<()> {
         | Command::Check { .. }
         | Command::Restore { .. } => {}
         Command::Serve => {
-            let addr: SocketAddr = config.http.listen.parse().with_context(|| {
-                format!("[http] listen '{}' is not host:port", config.http.listen)
-            })?;
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(async {
-                let listener = tokio::net::TcpListener::bind(addr)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?;
-                apr_server::serve(listener, state.clone(), shutdown_signal()).await?;
+                let listener = apr_server::listener::HttpListener::bind(&config.http).await?;
+                apr_server::listener::serve(listener, state.clone(), shutdown_signal()).await?;
                 anyhow::Ok(())
             })?;
         }

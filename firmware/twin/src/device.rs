@@ -38,6 +38,9 @@ pub struct DeviceOptions {
     pub max_unacked: usize,
     /// Pack buffer size (a board's RAM budget; 2 KiB by default).
     pub pack_buffer: usize,
+    /// MQTT over TLS with this configuration (e.g. trusting the site's CA,
+    /// built with `apr_tls::client_config`); `None`: plain MQTT.
+    pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
 impl DeviceOptions {
@@ -53,6 +56,7 @@ impl DeviceOptions {
             resend_after: Duration::from_secs(10),
             max_unacked: 512,
             pack_buffer: 2048,
+            tls: None,
         }
     }
 }
@@ -113,6 +117,9 @@ impl SimDevice {
         mqtt.set_keep_alive(Duration::from_secs(30));
         mqtt.set_inflight(200);
         mqtt.set_clean_session(true);
+        if let Some(tls) = &opts.tls {
+            mqtt.set_transport(rumqttc::Transport::tls_with_config(tls.clone()));
+        }
         let status = topic(&opts.apr, &opts.device, Channel::Status);
         mqtt.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);

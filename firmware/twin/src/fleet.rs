@@ -69,6 +69,8 @@ pub struct FleetOptions {
     pub live_interval: Duration,
     /// Seed for the site models.
     pub seed: u64,
+    /// MQTT over TLS for every device (see [`DeviceOptions::tls`]).
+    pub tls: Option<rumqttc::TlsConfiguration>,
 }
 
 impl Default for FleetOptions {
@@ -82,6 +84,7 @@ impl Default for FleetOptions {
             history_sample_s: 300,
             live_interval: Duration::from_secs(60),
             seed: 2024,
+            tls: None,
         }
     }
 }
@@ -161,7 +164,7 @@ async fn run_site(
     };
     let mut devices = Vec::new();
     for d in &site.devices {
-        let o = DeviceOptions::new(
+        let mut o = DeviceOptions::new(
             &site.profile.apr,
             &d.device,
             &opts.host,
@@ -169,6 +172,7 @@ async fn run_site(
             &d.username,
             &d.password,
         );
+        o.tls = opts.tls.clone();
         let board = match Board::new(d.role, history_board, start) {
             Ok(b) => b,
             Err(e) => {

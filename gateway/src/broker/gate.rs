@@ -26,8 +26,7 @@ use rumqttc::mqttbytes::v4::{
 };
 use rumqttc::mqttbytes::{check, Error as MqttError, FixedHeader};
 use serde::Serialize;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
@@ -267,7 +266,10 @@ fn complete_prefix(buf: &[u8], max: usize) -> Result<usize, MqttError> {
     Ok(at)
 }
 
-async fn read_more(r: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, std::io::Error> {
+async fn read_more<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Result<bool, std::io::Error> {
     if buf.capacity() - buf.len() < READ_CHUNK / 2 {
         buf.reserve(READ_CHUNK);
     }
@@ -275,7 +277,10 @@ async fn read_more(r: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<bool, st
 }
 
 /// Reads until `buf` starts with a complete packet.
-async fn read_packet(r: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<FixedHeader, GateError> {
+async fn read_packet<R: AsyncRead + Unpin>(
+    r: &mut R,
+    buf: &mut BytesMut,
+) -> Result<FixedHeader, GateError> {
     loop {
         match check(buf.iter(), MAX_PACKET_BYTES) {
             Ok(fh) => return Ok(fh),
@@ -290,23 +295,57 @@ async fn read_packet(r: &mut OwnedReadHalf, buf: &mut BytesMut) -> Result<FixedH
 }
 
 /// Refuses a connection with a CONNACK and closes it.
-async fn refuse(mut w: OwnedWriteHalf, connack: &[u8], shared: &GateShared) {
+async fn refuse<W: AsyncWrite + Unpin>(mut w: W, connack: &[u8], shared: &GateShared) {
     shared.counters.connections_refused.fetch_add(1, Relaxed);
     let _ = w.write_all(connack).await;
     let _ = w.shutdown().await;
 }
 
-/// Serves one client connection to the end.
+/// Serves one plain client connection to the end.
 pub(crate) async fn serve(stream: TcpStream, peer: SocketAddr, shared: Arc<GateShared>) {
     let span = tracing::info_span!("device_connection", %peer, username = tracing::field::Empty);
-    if let Err(e) = serve_inner(stream, &shared).instrument(span.clone()).await {
+    let _ = stream.set_nodelay(true);
+    let (cr, cw) = stream.into_split();
+    if let Err(e) = serve_inner(cr, cw, &shared).instrument(span.clone()).await {
         span.in_scope(|| debug!(error = %e, "connection ended"));
     }
 }
 
-async fn serve_inner(stream: TcpStream, shared: &GateShared) -> Result<(), GateError> {
+/// Serves one client connection over TLS to the end: the handshake (within
+/// the CONNECT timeout; a failure is counted as a refused connection), then
+/// the same gate as in the clear.
+pub(crate) async fn serve_tls(
+    stream: TcpStream,
+    peer: SocketAddr,
+    shared: Arc<GateShared>,
+    acceptor: tokio_rustls::TlsAcceptor,
+) {
+    let span = tracing::info_span!("device_connection", %peer, tls = true, username = tracing::field::Empty);
     let _ = stream.set_nodelay(true);
-    let (mut cr, cw) = stream.into_split();
+    let tls = match tokio::time::timeout(CONNECT_TIMEOUT, acceptor.accept(stream)).await {
+        Ok(Ok(tls)) => tls,
+        Ok(Err(e)) => {
+            shared.counters.connections_refused.fetch_add(1, Relaxed);
+            span.in_scope(|| warn!(error = %e, "TLS handshake failed: connection refused"));
+            return;
+        }
+        Err(_) => {
+            shared.counters.connections_refused.fetch_add(1, Relaxed);
+            span.in_scope(|| warn!("no TLS handshake in time: connection refused"));
+            return;
+        }
+    };
+    let (cr, cw) = tokio::io::split(tls);
+    if let Err(e) = serve_inner(cr, cw, &shared).instrument(span.clone()).await {
+        span.in_scope(|| debug!(error = %e, "connection ended"));
+    }
+}
+
+async fn serve_inner<R, W>(mut cr: R, cw: W, shared: &GateShared) -> Result<(), GateError>
+where
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Unpin + Send + 'static,
+{
     let mut buf = BytesMut::with_capacity(4096);
     let fh = match tokio::time::timeout(CONNECT_TIMEOUT, read_packet(&mut cr, &mut buf)).await {
         Ok(Ok(fh)) => fh,
@@ -410,7 +449,7 @@ async fn serve_inner(stream: TcpStream, shared: &GateShared) -> Result<(), GateE
 }
 
 /// Writes queued packets to the client until every sender is gone.
-async fn write_client(mut w: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
+async fn write_client<W: AsyncWrite + Unpin>(mut w: W, mut queue: mpsc::Receiver<Bytes>) {
     let mut chunks = Vec::with_capacity(CLIENT_QUEUE);
     while queue.recv_many(&mut chunks, CLIENT_QUEUE).await > 0 {
         for c in chunks.drain(..) {
@@ -424,7 +463,7 @@ async fn write_client(mut w: OwnedWriteHalf, mut queue: mpsc::Receiver<Bytes>) {
 
 /// Broker → client: whole packets, as they come.
 async fn pump_broker(
-    mut br: OwnedReadHalf,
+    mut br: tokio::net::tcp::OwnedReadHalf,
     to_client: mpsc::Sender<Bytes>,
 ) -> Result<(), GateError> {
     let mut buf = BytesMut::with_capacity(READ_CHUNK);
@@ -443,10 +482,10 @@ async fn pump_broker(
 }
 
 /// Client → broker: packet by packet, through [`judge`].
-async fn pump_client(
-    mut cr: OwnedReadHalf,
+async fn pump_client<R: AsyncRead + Unpin>(
+    mut cr: R,
     mut buf: BytesMut,
-    mut bw: OwnedWriteHalf,
+    mut bw: tokio::net::tcp::OwnedWriteHalf,
     to_client: mpsc::Sender<Bytes>,
     grant: &DeviceGrant,
     shared: &GateShared,

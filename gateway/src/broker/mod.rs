@@ -5,7 +5,7 @@
 //! parts in one process:
 //!
 //! ```text
-//! device ──TCP──▶ DeviceGate (public address) ──TCP──▶ rumqttd (loopback, internal credentials)
+//! device ──TCP or TLS──▶ DeviceGate (public address) ──TCP──▶ rumqttd (loopback, internal credentials)
 //!                                                          ▲
 //! in-process gateway ─────────── internal credentials ─────┘
 //! ```
@@ -19,6 +19,11 @@
 //!   the password), swaps the login for the internal one, and from then on lets
 //!   a device publish only to its own `apr/{apr}/{device}/up` and `.../status`
 //!   and subscribe only to its own `.../config` and `.../ack` (CONTRACT §2).
+//! - **TLS** ([`EmbeddedBroker::start_tls`], `[broker] tls_cert`/`tls_key`):
+//!   the gate terminates MQTT over TLS (rustls on ring) before the CONNECT
+//!   is read; a client that does not complete the handshake (it does not
+//!   trust the certificate, or speaks plain MQTT) is counted as refused and
+//!   never reaches the login check. The hop to rumqttd stays on loopback.
 //!
 //! # Limitations
 //! - The gate speaks MQTT 3.1.1 only: an MQTT 5 CONNECT is refused cleanly
@@ -48,7 +53,7 @@ use tracing::{error, info, Instrument};
 pub use directory::{password_sha256, DeviceDirectory, DeviceGrant};
 pub use gate::GateStats;
 
-use crate::config::MqttConfig;
+use crate::config::{BrokerConfig, MqttConfig};
 use crate::Error;
 use gate::{GateCounters, GateShared};
 
@@ -167,10 +172,21 @@ impl std::fmt::Debug for EmbeddedBroker {
 
 impl EmbeddedBroker {
     /// Starts rumqttd on a loopback port and the device gate on
-    /// `public_listen` (port 0 picks a free one). Returns once both accept.
+    /// `public_listen` (port 0 picks a free one), plain MQTT. Returns once
+    /// both accept.
     pub async fn start(
         public_listen: SocketAddr,
         directory: Arc<DeviceDirectory>,
+    ) -> Result<EmbeddedBroker, Error> {
+        EmbeddedBroker::start_tls(public_listen, directory, None).await
+    }
+
+    /// [`EmbeddedBroker::start`]; with `tls`, devices connect with MQTT over
+    /// TLS (see [`apr_tls::server_config`]) and plain MQTT is not accepted.
+    pub async fn start_tls(
+        public_listen: SocketAddr,
+        directory: Arc<DeviceDirectory>,
+        tls: Option<Arc<apr_tls::rustls::ServerConfig>>,
     ) -> Result<EmbeddedBroker, Error> {
         let internal_addr = free_loopback_port()?;
         let internal_username = format!(
@@ -214,11 +230,17 @@ impl EmbeddedBroker {
             counters: GateCounters::default(),
         });
         let (stop, stopped) = watch::channel(false);
+        let tls_on = tls.is_some();
         let gate = tokio::spawn(
-            accept_devices(listener, shared.clone(), stopped)
-                .instrument(tracing::info_span!("device_gate", %public_addr)),
+            accept_devices(
+                listener,
+                shared.clone(),
+                tls.map(tokio_rustls::TlsAcceptor::from),
+                stopped,
+            )
+            .instrument(tracing::info_span!("device_gate", %public_addr)),
         );
-        info!(%public_addr, %internal_addr, "embedded MQTT broker listening");
+        info!(%public_addr, %internal_addr, tls = tls_on, "embedded MQTT broker listening");
         Ok(EmbeddedBroker {
             public_addr,
             internal_addr,
@@ -228,6 +250,51 @@ impl EmbeddedBroker {
             stop,
             gate: Some(gate),
         })
+    }
+
+    /// Starts the broker of `[broker]` with an empty device directory (the
+    /// gateway fills it from the server), or `None` when `listen` is empty.
+    /// Without `tls_cert`/`tls_key` the listener is plain MQTT, refused on a
+    /// non-loopback address unless `allow_plaintext`.
+    pub async fn from_config(config: &BrokerConfig) -> Result<Option<EmbeddedBroker>, Error> {
+        if config.listen.trim().is_empty() {
+            return Ok(None);
+        }
+        let addr: SocketAddr = config.listen.trim().parse().map_err(|_| {
+            Error::Config(format!(
+                "[broker] listen {:?} is not host:port",
+                config.listen
+            ))
+        })?;
+        let tls = match (
+            apr_tls::configured(&config.tls_cert),
+            apr_tls::configured(&config.tls_key),
+        ) {
+            (Some(cert), Some(key)) => Some(
+                apr_tls::server_config(cert, key, None, &[])
+                    .map_err(|e| Error::Config(format!("[broker]: {e}")))?,
+            ),
+            (None, None) => {
+                apr_tls::check_plaintext(
+                    addr,
+                    config.allow_plaintext,
+                    "[broker] listen",
+                    "[broker] tls_cert and tls_key",
+                    "[broker] allow_plaintext",
+                )
+                .map_err(|e| Error::Config(e.to_string()))?;
+                None
+            }
+            _ => {
+                return Err(Error::Config(
+                    "[broker] tls_cert and tls_key go together: set both or neither".into(),
+                ))
+            }
+        };
+        let directory = Arc::new(DeviceDirectory::new(Vec::new()));
+        EmbeddedBroker::start_tls(addr, directory, tls)
+            .await
+            .map(Some)
     }
 
     /// The address devices connect to (through the gate).
@@ -292,6 +359,7 @@ impl Drop for EmbeddedBroker {
 async fn accept_devices(
     listener: TcpListener,
     shared: Arc<GateShared>,
+    tls: Option<tokio_rustls::TlsAcceptor>,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut connections = JoinSet::new();
@@ -299,9 +367,14 @@ async fn accept_devices(
         tokio::select! {
             _ = crate::uplink::flag_set(&mut stop) => break,
             accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    connections.spawn(gate::serve(stream, peer, shared.clone()));
-                }
+                Ok((stream, peer)) => match &tls {
+                    Some(acceptor) => {
+                        connections.spawn(gate::serve_tls(stream, peer, shared.clone(), acceptor.clone()));
+                    }
+                    None => {
+                        connections.spawn(gate::serve(stream, peer, shared.clone()));
+                    }
+                },
                 Err(e) => {
                     error!(error = %e, "cannot accept a device connection");
                     tokio::time::sleep(Duration::from_millis(50)).await;

@@ -382,17 +382,25 @@ pub fn app(state: AppState) -> Router {
 
 /// Serves `app(state)` on `listener` until `shutdown` completes, then lets
 /// the requests in flight finish.
-pub async fn serve(
-    listener: tokio::net::TcpListener,
+/// `listener` is a `tokio::net::TcpListener` or, for HTTPS, a
+/// [`crate::listener::TlsListener`].
+pub async fn serve<L>(
+    listener: L,
     state: AppState,
     shutdown: impl Future<Output = ()> + Send + 'static,
-) -> Result<()> {
-    let addr = listener.local_addr().ok();
+) -> Result<()>
+where
+    L: axum::serve::Listener<Addr = SocketAddr>,
+{
+    use axum::serve::ListenerExt;
+    let addr = axum::serve::Listener::local_addr(&listener).ok();
     state.start_alerting()?;
     analysis::start(&state);
     tracing::info!(?addr, "serving HTTP");
+    // `tap_io` (a no-op) gives any listener the `ConnectInfo<SocketAddr>`
+    // that the `/metrics` loopback check reads.
     axum::serve(
-        listener,
+        listener.tap_io(|_| {}),
         app(state).into_make_service_with_connect_info::<SocketAddr>(),
     )
     .with_graceful_shutdown(shutdown)
