@@ -46,6 +46,21 @@ impl Mosquitto {
     /// and a password file for `users`. `anonymous` allows logins without
     /// credentials (the load tool only).
     pub fn start(users: &[MqttUser], gateway_user: &str, anonymous: bool) -> Mosquitto {
+        Mosquitto::start_with(users, gateway_user, anonymous, None)
+    }
+
+    /// [`Mosquitto::start`] with MQTT over TLS only: the listener presents
+    /// `tls = (certificate chain, key)` (PEM files).
+    pub fn start_tls(users: &[MqttUser], gateway_user: &str, tls: (&Path, &Path)) -> Mosquitto {
+        Mosquitto::start_with(users, gateway_user, false, Some(tls))
+    }
+
+    fn start_with(
+        users: &[MqttUser],
+        gateway_user: &str,
+        anonymous: bool,
+        tls: Option<(&Path, &Path)>,
+    ) -> Mosquitto {
         let dir = tempfile::tempdir().expect("tempdir");
         let passwd = dir.path().join("passwd");
         // mosquitto_passwd -U hashes a plain "user:password" file in place.
@@ -72,10 +87,13 @@ impl Mosquitto {
         std::fs::write(&acl, acl_text).expect("write acl");
         let addr = free_addr();
         let conf = dir.path().join("mosquitto.conf");
+        let tls_conf = tls.map_or(String::new(), |(cert, key)| {
+            format!("certfile {}\nkeyfile {}\n", cert.display(), key.display())
+        });
         std::fs::write(
             &conf,
             format!(
-                "listener {} 127.0.0.1\nallow_anonymous {anonymous}\npassword_file {}\nacl_file {}\n\
+                "listener {} 127.0.0.1\n{tls_conf}allow_anonymous {anonymous}\npassword_file {}\nacl_file {}\n\
                  persistence false\nmessage_size_limit 262144\nmax_queued_messages 1000000\n\
                  max_inflight_messages 1000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 addr.port(),
