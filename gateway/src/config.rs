@@ -150,6 +150,9 @@ pub struct ForwardConfig {
     /// Most readings in one batch.
     pub max_batch_readings: usize,
     /// Longest wait for a batch to fill once data is there, milliseconds.
+    /// 0 (the default): send at once; batches still form while the previous
+    /// request is in flight, so a busy gateway sends full batches and an idle
+    /// one adds no delay to the reading's path (and to the alert it raises).
     pub max_batch_delay_ms: u64,
     /// First retry delay after a failed batch, milliseconds.
     pub backoff_min_ms: u64,
@@ -165,7 +168,7 @@ impl Default for ForwardConfig {
     fn default() -> Self {
         ForwardConfig {
             max_batch_readings: 20_000,
-            max_batch_delay_ms: 20,
+            max_batch_delay_ms: 0,
             backoff_min_ms: 100,
             backoff_max_ms: 30_000,
             request_timeout_ms: 10_000,

@@ -1,7 +1,9 @@
 //! The forwarder: spool → batches → server, retried until acknowledged.
 //!
 //! The loop takes packs from the [`Spool`] as soon as there are any, waits at
-//! most `max_batch_delay_ms` for the batch to fill up to `max_batch_readings`,
+//! most `max_batch_delay_ms` (by default 0: not at all; packs arriving while
+//! a request is in flight make the next batch) for the batch to fill up to
+//! `max_batch_readings`,
 //! and hands the [`IngestBatch`] to a [`Sink`] (the real one is [`HttpSink`],
 //! `POST {url}/api/v1/ingest`). The same batch is retried until the server
 //! acknowledges it, with exponential backoff and jitter ([`backoff`]); a batch
@@ -426,7 +428,8 @@ impl<S: Spool, K: Sink> Forwarder<S, K> {
             }
             // Live: let the batch fill for a moment, unless it is full already.
             let fill_until = Instant::now() + self.config.batch_delay();
-            while self.counters.mode() == Mode::Live
+            while !self.config.batch_delay().is_zero()
+                && self.counters.mode() == Mode::Live
                 && !self.is_closing()
                 && self.spool.waiting_readings() < self.config.max_batch_readings as u64
             {

@@ -54,6 +54,21 @@ struct Args {
     /// Unacknowledged packs a site may have in flight.
     #[arg(long, default_value_t = 32)]
     window: usize,
+    /// The gateways' spool: `disk` (fsync before the device's ack, as
+    /// deployed) or `memory` (the ack waits for the server's commit).
+    #[arg(long, default_value = "disk")]
+    spool: String,
+    /// Run each gateway as its own `apr-site-gateway` process (mosquitto
+    /// only), so the gateways' CPU and RSS are reported apart.
+    #[arg(long)]
+    gateway_process: bool,
+    /// After the run, write the same readings (shifted 40 days back, so they
+    /// are new to the store) to the server's ingest API and, as InfluxDB line
+    /// protocol, to VictoriaMetrics (Debian's `victoria-metrics`, started on
+    /// loopback), each with two concurrent writers; report both rates and
+    /// their ratio.
+    #[arg(long)]
+    victoria: bool,
     // `cargo test` passes these to every test binary; accepted and ignored.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -77,7 +92,12 @@ fn now_s() -> f64 {
 }
 
 fn rss_mib() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
+    rss_mib_of("self")
+}
+
+/// VmRSS of a process (`self` or a pid), MiB.
+fn rss_mib_of(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
         .ok()
         .and_then(|s| {
             s.lines()
@@ -89,8 +109,12 @@ fn rss_mib() -> f64 {
 }
 
 fn cpu_seconds() -> f64 {
-    // utime + stime of this process, in clock ticks (100 Hz on Linux).
-    std::fs::read_to_string("/proc/self/stat")
+    cpu_seconds_of("self")
+}
+
+/// utime + stime of a process (`self` or a pid), seconds (100 Hz ticks).
+fn cpu_seconds_of(pid: &str) -> f64 {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
         .ok()
         .and_then(|s| {
             let rest = s.rsplit_once(')')?.1;
@@ -100,6 +124,21 @@ fn cpu_seconds() -> f64 {
             Some((ut + st) / 100.0)
         })
         .unwrap_or(0.0)
+}
+
+/// The value site reports carry for metric `m` (index `k`) in report `seq`
+/// (counted from 1): deterministic, so the side-by-side comparison can write
+/// exactly the readings the sites published.
+fn sample_value(m: Metric, k: usize, seq: u64) -> f64 {
+    let (lo, hi) = m.range();
+    match m {
+        Metric::Rssi => -70.0,
+        Metric::Pressure => 20.0,
+        _ => {
+            lo.max(0.0)
+                + ((seq as f64 + k as f64) % 7.0) / 7.0 * (hi.min(100.0) - lo.max(0.0)) * 0.5
+        }
+    }
 }
 
 fn site_id(i: usize) -> String {
@@ -116,6 +155,12 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     let args = Args::parse();
     let ok = run(args).await;
     // The plain closing line test runners' readers understand.
@@ -189,7 +234,7 @@ async fn run(args: Args) -> bool {
         &NewUser {
             username: "reader".into(),
             role: Role::Engineer,
-            password: Some("load test reader password".into()),
+            password: Some("carga de prueba: clave larga 2026".into()),
             aprs: vec![],
             region: None,
         },
@@ -266,13 +311,42 @@ async fn run(args: Args) -> bool {
     };
 
     // Gateways.
+    let disk_spool = match args.spool.as_str() {
+        "disk" => true,
+        "memory" => false,
+        other => panic!("--spool {other}: expected disk or memory"),
+    };
     let mut gateways: Vec<GatewayHandle> = Vec::new();
+    let mut gateway_processes: Vec<GatewayProcess> = Vec::new();
     for (k, (name, token)) in gw_tokens.iter().enumerate() {
+        let spool_dir = dir.path().join(format!("spool-{k}"));
+        if args.gateway_process {
+            assert!(
+                embedded.is_none(),
+                "--gateway-process needs --broker mosquitto (the embedded broker lives in this process)"
+            );
+            gateway_processes.push(GatewayProcess::start(
+                dir.path(),
+                k,
+                &GatewayToml {
+                    name,
+                    aprs: &shares[k],
+                    server: http_addr,
+                    token,
+                    mqtt_port: port,
+                    spool_dir: disk_spool.then_some(spool_dir.as_path()),
+                },
+            ));
+            continue;
+        }
         let mut c = GatewayConfig {
             id: name.clone(),
             aprs: shares[k].clone(),
             ..GatewayConfig::default()
         };
+        if disk_spool {
+            c.spool.dir = spool_dir.display().to_string();
+        }
         c.server.url = format!("http://{http_addr}");
         c.server.token = token.clone();
         c.mqtt = match &embedded {
@@ -294,11 +368,16 @@ async fn run(args: Args) -> bool {
         );
         gateways.push(h);
     }
+    for (k, p) in gateway_processes.iter_mut().enumerate() {
+        assert!(
+            p.wait_ready(Duration::from_secs(30)).await,
+            "gateway process {k} ready"
+        );
+    }
 
     // Sites.
     let counters = Arc::new(DeviceCounters::default());
     let stop_publishing = Arc::new(AtomicBool::new(false));
-    let base = now_s().floor() - 20.0 * 86_400.0;
     let per_pack = args.reports_per_pack.max(1);
     let pack_interval = if args.rate > 0 {
         Some(Duration::from_secs_f64(
@@ -307,8 +386,24 @@ async fn run(args: Args) -> bool {
     } else {
         None
     };
+    // Rate-limited runs are real time: each site reports every
+    // `pack_interval`, stamped with the wall clock's report times (what real
+    // devices send), and the sites' phases are spread evenly over the
+    // interval, as a fleet of independently started devices is (none aligned
+    // to the others). At full speed the report times are one second apart,
+    // starting 20 days back, so no time is in the future.
+    let (base, step) = match pack_interval {
+        Some(d) => (now_s().floor(), d.as_secs_f64() / per_pack as f64),
+        None => (now_s().floor() - 20.0 * 86_400.0, 1.0),
+    };
     let started = Instant::now();
     let cpu0 = cpu_seconds();
+    let writer_cpu0 = thread_cpu_seconds("store-writer");
+    let alert_cpu0 = thread_cpu_seconds("alert-engine");
+    let gw_cpu0: Vec<f64> = gateway_processes
+        .iter()
+        .map(|p| cpu_seconds_of(&p.pid()))
+        .collect();
     let stored0 = state.series().readings_stored();
     let mut sites = Vec::new();
     for i in 0..n {
@@ -330,7 +425,8 @@ async fn run(args: Args) -> bool {
             let metrics = metrics();
             let mut samples = Vec::with_capacity(per_pack * metrics.len());
             let mut tick = pack_interval.map(|d| {
-                let mut t = tokio::time::interval(d);
+                let phase = d.mul_f64(i as f64 / n as f64);
+                let mut t = tokio::time::interval_at(tokio::time::Instant::now() + phase, d);
                 t.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 t
             });
@@ -340,25 +436,13 @@ async fn run(args: Args) -> bool {
                 }
                 samples.clear();
                 for _ in 0..per_pack {
-                    let t = base + seq as f64;
+                    let t = base + step * (seq as f64 + i as f64 / n as f64);
                     seq += 1;
                     for (k, m) in metrics.iter().enumerate() {
-                        let (lo, hi) = m.range();
-                        let v = lo.max(0.0)
-                            + ((seq as f64 + k as f64) % 7.0) / 7.0
-                                * (hi.min(100.0) - lo.max(0.0))
-                                * 0.5;
-                        let v = if *m == Metric::Rssi {
-                            -70.0
-                        } else if *m == Metric::Pressure {
-                            20.0
-                        } else {
-                            v
-                        };
                         samples.push(Sample {
                             metric: *m,
                             time: t,
-                            value: SampleValue::Number(v),
+                            value: SampleValue::Number(sample_value(*m, k, seq)),
                         });
                     }
                 }
@@ -368,7 +452,7 @@ async fn run(args: Args) -> bool {
             }
             let left = dev.drain(Duration::from_secs(60)).await;
             dev.disconnect().await;
-            left
+            (left, seq)
         }));
     }
 
@@ -382,7 +466,13 @@ async fn run(args: Args) -> bool {
             let mut o = MqttOptions::new("load-probe", host, port);
             o.set_credentials(format!("{probe_site}/d"), pw);
             let (client, mut el) = AsyncClient::new(o, 16);
-            tokio::spawn(async move { while el.poll().await.is_ok() {} });
+            tokio::spawn(async move {
+                loop {
+                    if el.poll().await.is_err() {
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
+                }
+            });
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut lat = Vec::new();
             let mut k = 0u64;
@@ -426,17 +516,62 @@ async fn run(args: Args) -> bool {
         })
     };
 
+    // Progress every 10 s: what a stuck run needs to be read.
+    let progress = {
+        let counters = counters.clone();
+        let state = state.clone();
+        tokio::spawn(async move {
+            let mut t = tokio::time::interval(Duration::from_secs(10));
+            t.tick().await;
+            loop {
+                t.tick().await;
+                let fds = std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count());
+                println!(
+                    "load: t={:.0}s sent {} packs, acked {}, resent {}, stored {} readings, connection errors {}, reconnects {}, fds {fds}, RSS {:.0} MiB",
+                    started.elapsed().as_secs_f64(),
+                    counters.packs_sent.load(Ordering::Relaxed),
+                    counters.packs_acked.load(Ordering::Relaxed),
+                    counters.packs_resent.load(Ordering::Relaxed),
+                    state.series().readings_stored() - stored0,
+                    counters.connection_errors.load(Ordering::Relaxed),
+                    counters.reconnects.load(Ordering::Relaxed),
+                    rss_mib(),
+                );
+            }
+        })
+    };
     tokio::time::sleep(Duration::from_secs(args.seconds)).await;
     stop_publishing.store(true, Ordering::Relaxed);
     let publish_end = started.elapsed();
     let mut unacked = 0;
+    let mut site_reports: Vec<u64> = Vec::with_capacity(n);
     for s in sites {
-        unacked += s.await.unwrap_or(usize::MAX);
+        let (left, reports) = s.await.unwrap_or((usize::MAX, 0));
+        unacked += left;
+        site_reports.push(reports);
     }
     let mut lat = probe.await.unwrap_or_default();
+    progress.abort();
     lat.sort_by(f64::total_cmp);
+    // With a disk spool the devices are acknowledged once their packs are on
+    // the gateway's disk, before the server has them: the run ends when the
+    // server has stored every published reading (or after two minutes).
+    let expected = stored0
+        + counters.packs_sent.load(Ordering::Relaxed) * (per_pack * metrics().len()) as u64
+        + lat.len() as u64;
+    let wait_until = Instant::now() + Duration::from_secs(120);
+    while state.series().readings_stored() < expected && Instant::now() < wait_until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let elapsed = started.elapsed();
     let cpu = cpu_seconds() - cpu0;
+    let writer_cpu = thread_cpu_seconds("store-writer") - writer_cpu0;
+    let alert_cpu = thread_cpu_seconds("alert-engine") - alert_cpu0;
+    let gw_figures: Vec<(f64, f64)> = gateway_processes
+        .iter()
+        .zip(&gw_cpu0)
+        .map(|(p, c0)| (cpu_seconds_of(&p.pid()) - c0, rss_mib_of(&p.pid())))
+        .collect();
     let sent_packs = counters.packs_sent.load(Ordering::Relaxed);
     let acked_readings = counters.readings_acked.load(Ordering::Relaxed);
     let published_readings = sent_packs * (per_pack * metrics().len()) as u64;
@@ -454,7 +589,7 @@ async fn run(args: Args) -> bool {
     println!("load: broker={} sites={} gateways={g} window={} reports_per_pack={per_pack} rate_target={}", args.broker, n, args.window, args.rate);
     println!("load: published {published_readings} readings in {:.1} s; stored {stored}; acknowledged {acked_readings}; unacknowledged packs {unacked}; resent packs {resent}", publish_end.as_secs_f64());
     println!(
-        "load: sustained {rate:.0} readings/s stored (publish start → last ack, {:.1} s)",
+        "load: sustained {rate:.0} readings/s stored (publish start → last reading stored, {:.1} s)",
         elapsed.as_secs_f64()
     );
     println!(
@@ -463,21 +598,53 @@ async fn run(args: Args) -> bool {
         percentile(&lat, 0.99),
         lat.len()
     );
-    println!("load: process CPU {cpu:.1} s ({:.0} % of one core), RSS {rss:.0} MiB (broker + gateways + server + load generator in one process)", 100.0 * cpu / elapsed.as_secs_f64());
+    let secs = elapsed.as_secs_f64();
+    if gw_figures.is_empty() {
+        println!("load: process CPU {cpu:.1} s ({:.1} % of one core), RSS {rss:.0} MiB (broker + gateways + server + load generator in one process)", 100.0 * cpu / secs);
+    } else {
+        println!("load: server + load generator process CPU {cpu:.1} s ({:.1} % of one core), RSS {rss:.0} MiB", 100.0 * cpu / secs);
+        for (k, (c, r)) in gw_figures.iter().enumerate() {
+            println!(
+                "load: gateway process {k}: CPU {c:.1} s ({:.1} % of one core), RSS {r:.1} MiB",
+                100.0 * c / secs
+            );
+        }
+    }
+    println!(
+        "load: server threads: store writer CPU {writer_cpu:.1} s ({:.1} % of one core), alert engine {alert_cpu:.1} s",
+        100.0 * writer_cpu / secs
+    );
     if stored > 0 {
+        let per_reading = store_bytes as f64 / (state.series().readings_stored() as f64);
         println!(
-            "load: store {:.1} MiB, {:.0} bytes per reading",
+            "load: store {:.1} MiB, {per_reading:.0} bytes per reading ({:.1} MiB per million readings)",
             store_bytes as f64 / 1048576.0,
-            store_bytes as f64 / (state.series().readings_stored() as f64)
+            per_reading * 1e6 / 1048576.0
         );
     }
     let mut ok = true;
+    if args.victoria {
+        ok &= side_by_side(&SideBySide {
+            http_addr,
+            tokens: &gw_tokens,
+            g,
+            n,
+            reports: &site_reports,
+            per_pack,
+            base,
+            step,
+        })
+        .await;
+    }
     if stored != published_readings || unacked != 0 || acked_readings != published_readings {
         println!("load: LOSS: published {published_readings}, stored {stored}, acknowledged {acked_readings}");
         ok = false;
     }
     for gw in gateways {
         let _ = gw.shutdown().await;
+    }
+    for p in gateway_processes {
+        p.stop();
     }
     if let Some(b) = embedded {
         b.shutdown().await;
@@ -486,4 +653,305 @@ async fn run(args: Args) -> bool {
     let _ = stop.send(());
     let _ = server.await;
     ok
+}
+
+/// What a gateway process's TOML file says.
+struct GatewayToml<'a> {
+    name: &'a str,
+    aprs: &'a [String],
+    server: std::net::SocketAddr,
+    token: &'a str,
+    mqtt_port: u16,
+    spool_dir: Option<&'a std::path::Path>,
+}
+
+/// One `apr-site-gateway run` process (killed on drop).
+struct GatewayProcess {
+    child: std::process::Child,
+    log: std::path::PathBuf,
+}
+
+impl GatewayProcess {
+    fn start(dir: &std::path::Path, k: usize, t: &GatewayToml<'_>) -> GatewayProcess {
+        let aprs: Vec<String> = t.aprs.iter().map(|a| format!("\"{a}\"")).collect();
+        let spool = t
+            .spool_dir
+            .map_or(String::new(), |d| format!("dir = \"{}\"\n", d.display()));
+        let text = format!(
+            "id = \"{name}\"\naprs = [{aprs}]\n\n[server]\nurl = \"http://{server}\"\ntoken = \"{token}\"\n\n\
+             [mqtt]\nhost = \"127.0.0.1\"\nport = {port}\nusername = \"{name}\"\npassword = \"gateway-secret\"\n\
+             client_id = \"{name}\"\n\n[spool]\n{spool}\n[devices]\nrefresh_s = 0\n\n[metrics]\nlisten = \"\"\n",
+            name = t.name,
+            aprs = aprs.join(", "),
+            server = t.server,
+            token = t.token,
+            port = t.mqtt_port,
+        );
+        let config = dir.join(format!("gateway-{k}.toml"));
+        std::fs::write(&config, text).expect("write the gateway config");
+        let log = dir.join(format!("gateway-{k}.log"));
+        let out = std::fs::File::create(&log).expect("gateway log");
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_apr-site-gateway"))
+            .args(["run", "--config"])
+            .arg(&config)
+            .env("RUST_LOG", "warn,apr_gateway::uplink=info")
+            .stdout(out.try_clone().expect("log"))
+            .stderr(out)
+            .spawn()
+            .expect("start apr-site-gateway");
+        GatewayProcess { child, log }
+    }
+
+    fn pid(&self) -> String {
+        self.child.id().to_string()
+    }
+
+    /// Waits for the gateway's MQTT connection (and a moment for its
+    /// subscriptions); `false` on timeout or if it exited.
+    async fn wait_ready(&mut self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return false;
+            }
+            let log = std::fs::read_to_string(&self.log).unwrap_or_default();
+            if log.contains("connected to the MQTT broker") {
+                tokio::time::sleep(Duration::from_millis(500)).await;
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    }
+
+    /// SIGTERM, then wait (the gateway flushes and stops).
+    fn stop(mut self) {
+        let _ = std::process::Command::new("kill")
+            .args(["-TERM", &self.pid()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if matches!(self.child.try_wait(), Ok(Some(_))) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for GatewayProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// CPU seconds of this process's threads named `name` (e.g. the store's
+/// writer), from /proc/self/task.
+fn thread_cpu_seconds(name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir("/proc/self/task") else {
+        return 0.0;
+    };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim() == name))
+        .filter_map(|t| {
+            let s = std::fs::read_to_string(t.path().join("stat")).ok()?;
+            let rest = s.rsplit_once(')')?.1.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            let ut: f64 = f.get(11)?.parse().ok()?;
+            let st: f64 = f.get(12)?.parse().ok()?;
+            Some((ut + st) / 100.0)
+        })
+        .sum()
+}
+
+/// What the side-by-side comparison needs from the run.
+struct SideBySide<'a> {
+    http_addr: std::net::SocketAddr,
+    tokens: &'a [(String, String)],
+    g: usize,
+    n: usize,
+    reports: &'a [u64],
+    per_pack: usize,
+    base: f64,
+    step: f64,
+}
+
+/// The readings of site `i` (report times and values as the site sent
+/// them), shifted `shift_s` back.
+fn site_readings(c: &SideBySide<'_>, i: usize, shift_s: f64) -> Vec<apr_wire::validate::Reading> {
+    let metrics = metrics();
+    let reports = c.reports.get(i).copied().unwrap_or(0);
+    let mut out = Vec::with_capacity(reports as usize * metrics.len());
+    for s in 0..reports {
+        let t = c.base + c.step * (s as f64 + i as f64 / c.n as f64) - shift_s;
+        for (k, m) in metrics.iter().enumerate() {
+            out.push(apr_wire::validate::Reading {
+                metric: *m,
+                t_ms: (t * 1000.0).round() as i64,
+                value: sample_value(*m, k, s + 1),
+            });
+        }
+    }
+    out
+}
+
+/// Writes the run's readings to the server's ingest API (as the gateways'
+/// batches) and to VictoriaMetrics (line protocol), two writers each; prints
+/// both rates and the ratio. `false` if a write failed or a count differs.
+async fn side_by_side(c: &SideBySide<'_>) -> bool {
+    const SHIFT_S: f64 = 40.0 * 86_400.0;
+    const PACKS_PER_BATCH: usize = 2_000;
+    let http = reqwest::Client::new();
+    // Server: one pack per site report, batched per gateway, prepared
+    // before the clock starts (encoding is the gateway's work).
+    let mut bodies: Vec<(String, Vec<u8>, u64)> = Vec::new();
+    let mut total: u64 = 0;
+    for k in 0..c.g {
+        let mut packs = Vec::new();
+        for i in (k..c.n).step_by(c.g) {
+            let readings = site_readings(c, i, SHIFT_S);
+            for chunk in readings.chunks(c.per_pack * metrics().len()) {
+                packs.push(apr_wire::ingest::IngestPack {
+                    apr: site_id(i),
+                    device: "d".into(),
+                    bt: Some(chunk[0].t_ms as f64 / 1000.0),
+                    received_ms: chunk[0].t_ms,
+                    readings: chunk.to_vec(),
+                    refusals: vec![],
+                    raw: None,
+                });
+            }
+        }
+        for (seq, batch) in packs.chunks(PACKS_PER_BATCH).enumerate() {
+            let readings: u64 = batch.iter().map(|p| p.readings.len() as u64).sum();
+            total += readings;
+            let body = serde_json::to_vec(&apr_wire::ingest::IngestBatch {
+                gateway: c.tokens[k].0.clone(),
+                seq: 1_000_000 + seq as u64,
+                packs: batch.to_vec(),
+                statuses: vec![],
+            })
+            .expect("encode a batch");
+            bodies.push((c.tokens[k].1.clone(), body, readings));
+        }
+    }
+    let url = format!("http://{}/api/v1/ingest", c.http_addr);
+    let t0 = Instant::now();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mine: Vec<_> = bodies.iter().skip(w).step_by(2).cloned().collect();
+            let (http, url) = (http.clone(), url.clone());
+            tokio::spawn(async move {
+                let mut stored = 0u64;
+                for (token, body, _) in mine {
+                    let r = http
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header(reqwest::header::CONTENT_TYPE, "application/json")
+                        .body(body)
+                        .send()
+                        .await;
+                    match r {
+                        Ok(r) if r.status().is_success() => {
+                            let ack: apr_wire::ingest::IngestAck =
+                                r.json().await.unwrap_or(apr_wire::ingest::IngestAck {
+                                    stored: 0,
+                                    duplicates: 0,
+                                    quarantined: 0,
+                                });
+                            stored += ack.stored;
+                        }
+                        Ok(r) => {
+                            println!("load: side-by-side: ingest answered {}", r.status());
+                            return stored;
+                        }
+                        Err(e) => {
+                            println!("load: side-by-side: ingest failed: {e}");
+                            return stored;
+                        }
+                    }
+                }
+                stored
+            })
+        })
+        .collect();
+    let mut server_stored = 0;
+    for w in writers {
+        server_stored += w.await.unwrap_or(0);
+    }
+    let server_s = t0.elapsed().as_secs_f64();
+
+    // VictoriaMetrics: the same readings, one line per site report with ten
+    // fields, millisecond timestamps, chunks of 2,000 lines.
+    let vm = support::VictoriaMetrics::start();
+    let mut chunks: Vec<String> = Vec::new();
+    let mut lines = String::new();
+    let mut in_chunk = 0;
+    for i in 0..c.n {
+        let readings = site_readings(c, i, SHIFT_S);
+        for report in readings.chunks(metrics().len()) {
+            lines.push_str(&format!("apr,apr={},device=d ", site_id(i)));
+            for (j, r) in report.iter().enumerate() {
+                if j > 0 {
+                    lines.push(',');
+                }
+                lines.push_str(&format!("{}={}", r.metric.name(), r.value));
+            }
+            lines.push_str(&format!(" {}\n", report[0].t_ms));
+            in_chunk += 1;
+            if in_chunk == PACKS_PER_BATCH {
+                chunks.push(std::mem::take(&mut lines));
+                in_chunk = 0;
+            }
+        }
+    }
+    if !lines.is_empty() {
+        chunks.push(lines);
+    }
+    let vm_url = format!("{}/write?precision=ms", vm.url());
+    let t0 = Instant::now();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let mine: Vec<String> = chunks.iter().skip(w).step_by(2).cloned().collect();
+            let (http, url) = (http.clone(), vm_url.clone());
+            tokio::spawn(async move {
+                for body in mine {
+                    match http.post(&url).body(body).send().await {
+                        Ok(r) if r.status().is_success() => {}
+                        Ok(r) => {
+                            println!(
+                                "load: side-by-side: VictoriaMetrics answered {}",
+                                r.status()
+                            );
+                            return false;
+                        }
+                        Err(e) => {
+                            println!("load: side-by-side: VictoriaMetrics write failed: {e}");
+                            return false;
+                        }
+                    }
+                }
+                true
+            })
+        })
+        .collect();
+    let mut vm_ok = true;
+    for w in writers {
+        vm_ok &= w.await.unwrap_or(false);
+    }
+    vm.flush(&http).await;
+    let vm_s = t0.elapsed().as_secs_f64();
+    let server_rate = total as f64 / server_s;
+    let vm_rate = total as f64 / vm_s;
+    println!(
+        "load: side-by-side, {total} readings, two writers each: server ingest (gateway batches -> stored, queryable) {server_rate:.0} readings/s ({server_s:.2} s); VictoriaMetrics (line protocol, ten fields a line, -> flushed) {vm_rate:.0} readings/s ({vm_s:.2} s); ratio {:.2}",
+        server_rate / vm_rate
+    );
+    if server_stored != total || !vm_ok {
+        println!("load: side-by-side: server stored {server_stored} of {total}; VictoriaMetrics writes ok: {vm_ok}");
+        return false;
+    }
+    true
 }

@@ -5,7 +5,7 @@
 //! them after a reconnect) are published again, oldest first.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -72,6 +72,10 @@ pub struct DeviceCounters {
     pub packs_acked: AtomicU64,
     /// Readings in acknowledged packs.
     pub readings_acked: AtomicU64,
+    /// Connections lost (each one is retried).
+    pub connection_errors: AtomicU64,
+    /// Connections established again after a loss.
+    pub reconnects: AtomicU64,
 }
 
 struct Pending {
@@ -95,6 +99,9 @@ pub struct SimDevice {
     counters: Arc<DeviceCounters>,
     last_bt: f64,
     up_topic: String,
+    /// Set by [`SimDevice::disconnect`]: the event loop stops instead of
+    /// reconnecting.
+    closing: Arc<AtomicBool>,
 }
 
 fn bt_key(bt: f64) -> i64 {
@@ -125,6 +132,7 @@ impl SimDevice {
         let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let acked = Arc::new(Notify::new());
+        let closing = Arc::new(AtomicBool::new(false));
         let ack_topic = topic(&opts.apr, &opts.device, Channel::Ack);
         let up_topic = topic(&opts.apr, &opts.device, Channel::Up);
         {
@@ -133,6 +141,7 @@ impl SimDevice {
             let acked = acked.clone();
             let counters = counters.clone();
             let up_topic = up_topic.clone();
+            let closing = closing.clone();
             let resend_after = opts.resend_after;
             let span = info_span!("device", apr = %opts.apr, device = %opts.device);
             tokio::spawn(
@@ -154,6 +163,7 @@ impl SimDevice {
                                     // again, oldest first (on the first connection the
                                     // packs are still queued in the client).
                                     if connected_before {
+                                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
                                         resend(&client, &outbox, &up_topic, &counters, Duration::ZERO).await;
                                     }
                                     connected_before = true;
@@ -164,7 +174,10 @@ impl SimDevice {
                                 }
                                 Ok(_) => {}
                                 Err(rumqttc::ConnectionError::RequestsDone) => return,
+                                // After our own DISCONNECT: done, no reconnection.
+                                Err(_) if closing.load(Ordering::Relaxed) => return,
                                 Err(e) => {
+                                    counters.connection_errors.fetch_add(1, Ordering::Relaxed);
                                     debug!(error = %e, "connection lost; retrying");
                                     tokio::time::sleep(Duration::from_millis(500)).await;
                                 }
@@ -186,6 +199,7 @@ impl SimDevice {
             counters,
             last_bt: 0.0,
             up_topic,
+            closing,
         })
     }
 
@@ -270,6 +284,7 @@ impl SimDevice {
             .client
             .publish(status, QoS::AtLeastOnce, true, "offline")
             .await;
+        self.closing.store(true, Ordering::Relaxed);
         let _ = self.client.disconnect().await;
     }
 }
