@@ -23,7 +23,11 @@ const SEED: &str = "20261125";
 
 fn schemathesis() -> String {
     for p in ["schemathesis", "st"] {
-        if Command::new(p).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        if Command::new(p)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
             return p.to_owned();
         }
     }
@@ -102,5 +106,8 @@ async fn every_operation_of_the_openapi_document_holds_for_every_role() {
         }
     }
     demo.shutdown().await.expect("clean shutdown");
-    assert!(failed.is_empty(), "schemathesis failed as {failed:?} (output above)");
+    assert!(
+        failed.is_empty(),
+        "schemathesis failed as {failed:?} (output above)"
+    );
 }
