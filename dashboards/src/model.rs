@@ -944,6 +944,28 @@ pub struct TokenRow {
     pub revoke_action: String,
 }
 
+/// An audit log entry in the admin page (UTC time as stored; before and
+/// after as compact JSON).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditRow {
+    /// When (RFC 3339, UTC).
+    pub at: String,
+    /// Who.
+    pub actor: String,
+    /// Through what (`api`, `ui`, `cli`).
+    pub via: String,
+    /// What.
+    pub action: String,
+    /// The APR concerned (empty when none).
+    pub apr: String,
+    /// The object acted on.
+    pub target: String,
+    /// State before (JSON, empty when none).
+    pub before: String,
+    /// State after (JSON, empty when none).
+    pub after: String,
+}
+
 /// A device in the admin page.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeviceRow {
@@ -1053,6 +1075,8 @@ pub struct AdminPage {
     pub actions: AdminActions,
     /// A secret to show once.
     pub new_secret: Option<NewSecret>,
+    /// The latest audit log entries, newest first.
+    pub audit: Vec<AuditRow>,
 }
 
 /// What went wrong, for the error page.

@@ -8,8 +8,14 @@
 //! | `admin` | every APR | everything |
 //! | `gateway` | its APRs | only `POST /api/v1/ingest` and `GET /api/v1/gateway/devices` |
 //!
-//! Passwords are hashed with Argon2id (default parameters) and must be at least
-//! [`MIN_PASSWORD_CHARS`] characters. API tokens are `apr_` followed by 32
+//! Passwords are hashed with Argon2id (default parameters). The policy
+//! ([`check_password`], applied by `user add`, `user password`, the admin
+//! page and every other way a password is set): at least
+//! [`MIN_PASSWORD_CHARS`] characters, not only whitespace, not the username
+//! (nor containing it, case-insensitively), and not one of
+//! [`COMMON_PASSWORDS`] (compared case-insensitively, ignoring spaces).
+//! A revoked token ([`crate::store::AccountStore::revoke_token`]) resolves
+//! to no one from the next request on. API tokens are `apr_` followed by 32
 //! random bytes in hex; only their SHA-256 is stored, so the plain token is
 //! shown once, when it is created. The scope decisions ([`Scope`],
 //! [`apr_access`]) are pure functions.
@@ -28,6 +34,55 @@ use crate::store::{AprRecord, Registry, UserInsert, UserRecord};
 
 /// Shortest password accepted, in characters.
 pub const MIN_PASSWORD_CHARS: usize = 10;
+
+/// Passwords refused whatever their length: the most common ones of leaked
+/// password lists that reach the minimum length, and local favourites.
+pub const COMMON_PASSWORDS: &[&str] = &[
+    "1234567890",
+    "12345678910",
+    "123456789012",
+    "0123456789",
+    "0987654321",
+    "1111111111",
+    "1q2w3e4r5t",
+    "1qaz2wsx3edc",
+    "qwertyuiop",
+    "qwerty12345",
+    "qwerty123456",
+    "asdfghjkl1",
+    "password12",
+    "password123",
+    "password1234",
+    "passw0rd123",
+    "contraseña",
+    "contraseña1",
+    "contraseña123",
+    "contrasena",
+    "contrasena1",
+    "contrasena123",
+    "iloveyou12",
+    "administrador",
+    "admin12345",
+    "admin123456",
+    "administrator",
+    "bienvenido",
+    "bienvenido1",
+    "bienvenido123",
+    "welcome123",
+    "letmein123",
+    "aguapotable",
+    "aguapotable1",
+    "aguapotable123",
+    "aprchile123",
+    "chile12345",
+    "chile123456",
+    "superman123",
+    "princesa123",
+    "football123",
+    "abcdefghij",
+    "abc1234567",
+    "changeme123",
+];
 
 /// Prefix of every API token.
 pub const TOKEN_PREFIX: &str = "apr_";
@@ -199,8 +254,32 @@ impl Principal {
     }
 }
 
-/// Checks the password policy.
+/// Checks the password policy for `username`'s password.
+pub fn check_password_for(username: &str, password: &str) -> Result<()> {
+    check_password(password)?;
+    let lower = password.to_lowercase();
+    let user = username.to_lowercase();
+    if !user.is_empty() && (lower == user || lower.contains(&user)) {
+        return Err(Error::WeakPassword(
+            "the password must not contain the username".into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the password policy (length, whitespace, common passwords); see
+/// [`check_password_for`], which also refuses the username.
 pub fn check_password(password: &str) -> Result<()> {
+    let squeezed: String = password
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_lowercase();
+    if COMMON_PASSWORDS.iter().any(|c| *c == squeezed) {
+        return Err(Error::WeakPassword(
+            "the password is one of the most common passwords; choose another".into(),
+        ));
+    }
     let n = password.chars().count();
     if n < MIN_PASSWORD_CHARS {
         return Err(Error::WeakPassword(format!(
@@ -309,7 +388,7 @@ pub fn create_user<R: Registry + ?Sized>(registry: &R, user: &NewUser) -> Result
     }
     let password_argon2 = match (&user.password, user.role) {
         (Some(p), _) => {
-            check_password(p)?;
+            check_password_for(&user.username, p)?;
             Some(hash_password(p)?)
         }
         (None, Role::Gateway) => None,
@@ -342,6 +421,40 @@ pub fn set_scope<R: Registry + ?Sized>(
     registry.set_user_scope(username, aprs, region)
 }
 
+/// Sets a new password for an existing user after checking the policy.
+pub fn change_password<R: Registry + ?Sized>(
+    registry: &R,
+    username: &str,
+    password: &str,
+) -> Result<()> {
+    let user = registry
+        .user(username)?
+        .ok_or_else(|| Error::NotFound(format!("user '{username}' does not exist")))?;
+    if user.role == Role::Gateway {
+        return Err(Error::Invalid("gateways use tokens, not passwords".into()));
+    }
+    check_password_for(username, password)?;
+    registry.set_password(username, Some(&hash_password(password)?))
+}
+
+/// Disables a user: clears its password and revokes every token it has;
+/// answers the user as it was.
+pub fn disable_user<R: Registry + ?Sized>(registry: &R, username: &str) -> Result<UserRecord> {
+    let user = registry
+        .user(username)?
+        .ok_or_else(|| Error::NotFound(format!("user '{username}' does not exist")))?;
+    registry.set_password(username, None)?;
+    registry.revoke_user_tokens(username, chrono::Utc::now().timestamp_millis())?;
+    tracing::info!(%username, "user disabled");
+    Ok(user)
+}
+
+/// The id of a token: the first characters of its SHA-256 (what the admin
+/// page, `token list` and `token revoke` use).
+pub fn token_id(token: &str) -> String {
+    sha256_hex(token)[..crate::store::TOKEN_ID_CHARS].to_owned()
+}
+
 /// Creates an API token for a user; answers the plain token, which is not
 /// stored and cannot be shown again.
 pub fn create_token<R: Registry + ?Sized>(
@@ -367,13 +480,26 @@ pub fn login<R: Registry + ?Sized>(
     password: &str,
 ) -> Result<Option<Principal>> {
     let Some(user) = registry.user(username)? else {
+        // The same Argon2 work as for a known user, so the answer's timing
+        // does not tell whether the account exists.
+        let _ = password_matches(dummy_hash(), password);
         return Ok(None);
     };
+    if user.password_argon2.is_none() {
+        let _ = password_matches(dummy_hash(), password);
+    }
     let ok = user
         .password_argon2
         .as_deref()
         .is_some_and(|phc| password_matches(phc, password));
     Ok(ok.then(|| Principal::of(&user)))
+}
+
+/// A hash of a random password, verified against when there is no user
+/// (or no password) so that a refusal takes as long either way.
+fn dummy_hash() -> &'static str {
+    static HASH: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    HASH.get_or_init(|| hash_password(&generate_token()).unwrap_or_default())
 }
 
 /// The principal a bearer token belongs to, or `None`.
@@ -466,6 +592,25 @@ mod tests {
             Err(Error::WeakPassword(_))
         ));
         assert!(check_password("correct horse").is_ok());
+    }
+
+    #[test]
+    fn common_passwords_and_the_username_are_refused() {
+        for p in ["password123", "Contraseña 123", "QWERTYUIOP", "1234567890"] {
+            assert!(
+                matches!(check_password(p), Err(Error::WeakPassword(m)) if m.contains("common")),
+                "{p}"
+            );
+        }
+        assert!(matches!(
+            check_password_for("olga.perez", "olga.perez2025!"),
+            Err(Error::WeakPassword(m)) if m.contains("username")
+        ));
+        assert!(matches!(
+            check_password_for("olga.perez", "OLGA.PEREZ"),
+            Err(Error::WeakPassword(_))
+        ));
+        assert!(check_password_for("olga.perez", "tanque-lleno-7").is_ok());
     }
 
     #[test]

@@ -97,13 +97,40 @@ impl Series {
 }
 
 /// `[ui]`: the web dashboards (see `crate::ui`).
-#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Ui {
     /// Mark the session cookie `Secure` on every response, not only on
     /// requests that came over HTTPS (set it behind a TLS-terminating proxy
     /// that does not send `X-Forwarded-Proto`).
     pub secure_cookies: bool,
+    /// A session unused this many seconds expires.
+    pub session_idle_s: u64,
+    /// A session expires this many seconds after login, used or not.
+    pub session_absolute_s: u64,
+    /// Failed logins of one account before it is locked.
+    pub lockout_failures: u32,
+    /// How long a locked account stays locked, seconds.
+    pub lockout_s: u64,
+    /// Failed logins from one address (any accounts) within
+    /// `address_window_s` before that address must wait.
+    pub address_failures: u32,
+    /// The window of `address_failures`, seconds.
+    pub address_window_s: u64,
+}
+
+impl Default for Ui {
+    fn default() -> Self {
+        Ui {
+            secure_cookies: false,
+            session_idle_s: 30 * 60,
+            session_absolute_s: 12 * 3600,
+            lockout_failures: 5,
+            lockout_s: 15 * 60,
+            address_failures: 20,
+            address_window_s: 15 * 60,
+        }
+    }
 }
 
 /// `[alerts]`: the alert engine's loop (thresholds are in `limits`, per APR).
@@ -316,6 +343,17 @@ flush_after_write = {flush_after_write}
 # Mark the session cookie Secure on every response. Without it the cookie is
 # Secure only when the request came over HTTPS (or X-Forwarded-Proto: https).
 secure_cookies = {secure_cookies}
+# A session unused this long expires; any session expires this long after
+# login (seconds).
+session_idle_s = {session_idle_s}
+session_absolute_s = {session_absolute_s}
+# Login throttling: an account is locked for lockout_s after lockout_failures
+# failed logins; an address with address_failures failed logins (any
+# accounts) within address_window_s waits until the window passes.
+lockout_failures = {lockout_failures}
+lockout_s = {lockout_s}
+address_failures = {address_failures}
+address_window_s = {address_window_s}
 "#,
         listen = q(&d.http.listen),
         tls_cert = q(&d.http.tls_cert),
@@ -333,6 +371,12 @@ secure_cookies = {secure_cookies}
         timeout_ms = d.notify.timeout_ms,
         notify_queue = d.notify.queue,
         secure_cookies = d.ui.secure_cookies,
+        session_idle_s = d.ui.session_idle_s,
+        session_absolute_s = d.ui.session_absolute_s,
+        lockout_failures = d.ui.lockout_failures,
+        lockout_s = d.ui.lockout_s,
+        address_failures = d.ui.address_failures,
+        address_window_s = d.ui.address_window_s,
         engine = q(match d.series.engine {
             SeriesEngine::Sqlite => "sqlite",
             SeriesEngine::Victoriametrics => "victoriametrics",

@@ -99,3 +99,23 @@ pub fn add_device<R: Registry + ?Sized>(
     )?;
     Ok(creds)
 }
+
+/// A device as the audit log shows it (never its password or hash).
+pub fn audit_view<R: Registry + ?Sized>(
+    registry: &R,
+    apr: &str,
+    device: &str,
+) -> crate::error::Result<Option<serde_json::Value>> {
+    Ok(registry
+        .devices(Some(&[apr.to_owned()]))?
+        .into_iter()
+        .find(|d| d.device == device)
+        .map(|d| {
+            serde_json::json!({
+                "apr": d.apr,
+                "device": d.device,
+                "mqtt_username": d.mqtt_username,
+                "report_interval_s": d.report_interval_s,
+            })
+        }))
+}

@@ -45,9 +45,11 @@
 //! `import-fleet`, `user add`, `token create`, `device add`.
 #![deny(unsafe_code, missing_docs)]
 
+pub mod access;
 pub mod alerting;
 pub mod api;
 pub mod assessment;
+pub mod audit;
 pub mod auth;
 pub mod backup;
 pub mod config;

@@ -4,6 +4,7 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use anyhow::Context;
+use apr_server::audit::{self, AuditEntry, Via};
 use apr_server::auth::{self, NewUser, Role};
 use apr_server::{config, device, fleet, Config};
 use clap::{Parser, Subcommand};
@@ -87,6 +88,17 @@ enum UserCommand {
         #[arg(long)]
         region: Option<String>,
     },
+    /// Set a user's password (read from APR_PASSWORD or standard input),
+    /// checked against the password policy.
+    Password {
+        #[arg(long)]
+        username: String,
+    },
+    /// Disable a user: clear its password and revoke its tokens.
+    Disable {
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -97,6 +109,17 @@ enum TokenCommand {
         username: String,
         #[arg(long)]
         label: Option<String>,
+    },
+    /// List tokens (id, user, label, created, revoked), never the tokens.
+    List {
+        #[arg(long)]
+        username: Option<String>,
+    },
+    /// Revoke a token by its id (as `token list` shows it); a request with
+    /// it gets 401 from then on.
+    Revoke {
+        /// The token's id: the first 12 hex characters of its SHA-256.
+        id: String,
     },
 }
 
@@ -112,6 +135,28 @@ enum DeviceCommand {
         #[arg(long, default_value_t = device::DEFAULT_REPORT_INTERVAL_S)]
         interval: u32,
     },
+}
+
+/// Records an audit entry of a command-line action.
+fn cli_audit(
+    registry: &dyn apr_server::store::Registry,
+    action: &str,
+    apr: Option<&str>,
+    target: &str,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> anyhow::Result<()> {
+    let entry = AuditEntry::now(
+        &audit::cli_actor(),
+        Via::Cli,
+        action,
+        apr,
+        target,
+        before,
+        after,
+    );
+    audit::record(registry, entry)?;
+    Ok(())
 }
 
 fn read_password() -> anyhow::Result<String> {
@@ -223,6 +268,11 @@ fn main() -> anyhow::Result<()> {
         }
         Command::ImportFleet { file } => {
             let r = fleet::import_file(registry, &file)?;
+            let after = serde_json::json!({
+                "regions": r.regions, "aprs": r.aprs, "changed": r.changed
+            });
+            let target = file.display().to_string();
+            cli_audit(registry, "fleet.import", None, &target, None, Some(after))?;
             println!(
                 "{}: {} regions, {} APRs, {} rows changed",
                 file.display(),
@@ -248,7 +298,7 @@ fn main() -> anyhow::Result<()> {
                 _ => Some(read_password()?),
             };
             if let Some(p) = &password {
-                auth::check_password(p)?;
+                auth::check_password_for(&username, p)?;
             }
             auth::create_user(
                 registry,
@@ -260,15 +310,63 @@ fn main() -> anyhow::Result<()> {
                     region,
                 },
             )?;
+            let after = registry.user(&username)?.map(|u| audit::user_view(&u));
+            cli_audit(registry, "user.create", None, &username, None, after)?;
             println!("user '{username}' ({role}) added");
+        }
+        Command::User {
+            command: UserCommand::Password { username },
+        } => {
+            let before = registry.user(&username)?.map(|u| audit::user_view(&u));
+            auth::change_password(registry, &username, &read_password()?)?;
+            let after = registry.user(&username)?.map(|u| audit::user_view(&u));
+            cli_audit(registry, "user.password", None, &username, before, after)?;
+            println!("password of '{username}' changed");
+        }
+        Command::User {
+            command: UserCommand::Disable { username },
+        } => {
+            let before = auth::disable_user(registry, &username)?;
+            let after = registry.user(&username)?.map(|u| audit::user_view(&u));
+            let before = Some(audit::user_view(&before));
+            cli_audit(registry, "user.disable", None, &username, before, after)?;
+            println!("user '{username}' disabled: password cleared, tokens revoked");
         }
         Command::Token {
             command: TokenCommand::Create { username, label },
         } => {
-            println!(
-                "{}",
-                auth::create_token(registry, &username, label.as_deref())?
-            );
+            let token = auth::create_token(registry, &username, label.as_deref())?;
+            let id = auth::token_id(&token);
+            let after = registry.token(&id)?.map(|t| audit::token_view(&t));
+            cli_audit(registry, "token.create", None, &id, None, after)?;
+            println!("{token}");
+        }
+        Command::Token {
+            command: TokenCommand::List { username },
+        } => {
+            let time = apr_server::alerting::rfc3339_ms;
+            for t in registry.tokens(username.as_deref())? {
+                let state = t
+                    .revoked_ms
+                    .map_or_else(|| "live".to_owned(), |r| format!("revoked {}", time(r)));
+                println!(
+                    "{}\t{}\t{}\t{}\t{state}",
+                    t.id,
+                    t.username,
+                    t.label.as_deref().unwrap_or("-"),
+                    time(t.created_ms),
+                );
+            }
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { id },
+        } => {
+            let before = registry.revoke_token(&id, chrono::Utc::now().timestamp_millis())?;
+            let after = registry.token(&id)?.map(|t| audit::token_view(&t));
+            let (target, user) = (before.id.clone(), before.username.clone());
+            let before = Some(audit::token_view(&before));
+            cli_audit(registry, "token.revoke", None, &target, before, after)?;
+            println!("token {target} of '{user}' revoked");
         }
         Command::Device {
             command:
@@ -278,7 +376,18 @@ fn main() -> anyhow::Result<()> {
                     interval,
                 },
         } => {
+            let before = device::audit_view(registry, &apr, &device)?;
             let c = device::add_device(registry, &apr, &device, interval)?;
+            let after = device::audit_view(registry, &apr, &device)?;
+            let target = format!("{apr}/{device}");
+            cli_audit(
+                registry,
+                "device.create",
+                Some(&apr),
+                &target,
+                before,
+                after,
+            )?;
             println!(
                 "mqtt_username={}\nmqtt_password={}",
                 c.mqtt_username, c.mqtt_password

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 
 use super::aprs::{checked_apr, load, unique_params};
 use super::principal::require_reader;
-use super::{blocking, AppState};
+use super::{audit, blocking, AppState};
 use crate::alerting::{AlertKind, AlertState};
 use crate::auth::{Principal, Role, Scope};
 use crate::error::{Error, Result};
@@ -165,7 +165,24 @@ async fn lifecycle(
         Step::Resolve => alerting.resolve(id, &caller.user, comment).await,
     };
     match r {
-        Ok(a) => Ok(Json(a.to_json())),
+        Ok(a) => {
+            let action = match step {
+                Step::Ack => "alert.acknowledge",
+                Step::Resolve => "alert.resolve",
+            };
+            let (before, after) = (alert.to_json(), a.to_json());
+            audit(
+                &state,
+                &caller,
+                action,
+                Some(&a.apr),
+                id.to_string(),
+                Some(before),
+                Some(after),
+            )
+            .await?;
+            Ok(Json(a.to_json()))
+        }
         Err(Error::NotFound(m)) => Err(Error::Conflict(m)),
         Err(e) => Err(e),
     }
@@ -247,6 +264,7 @@ pub(super) async fn put_limits(
     let current = blocking(move || store.limit_overrides(Some(&key))).await?;
     let mut merged: BTreeMap<String, Value> =
         current.into_iter().map(|(_, o)| (o.key, o.value)).collect();
+    let before = json!(merged);
     for (k, v) in &changes {
         if v.is_null() {
             merged.remove(k);
@@ -271,10 +289,21 @@ pub(super) async fn put_limits(
         .collect();
     let now = chrono::Utc::now().timestamp_millis();
     blocking(move || store.set_limit_overrides(&key, &list, &by, now)).await?;
+    let after = json!(merged);
     if let Some(a) = state.alerting() {
         a.set_limits(&apr, (!merged.is_empty()).then_some(limits))
             .await?;
     }
+    audit(
+        &state,
+        &caller,
+        "limits.set",
+        Some(&apr),
+        apr.clone(),
+        Some(before),
+        Some(after),
+    )
+    .await?;
     Ok(Json(limits_view(&state, apr).await?))
 }
 
@@ -353,8 +382,20 @@ pub(super) async fn put_notifications(
             user.role
         )));
     }
+    let before = prefs_view(&state, username.clone()).await?;
     let store = state.inner.alerts.clone();
     let name = username.clone();
     blocking(move || store.set_notification_prefs(&name, &prefs)).await?;
-    Ok(Json(prefs_view(&state, username).await?))
+    let after = prefs_view(&state, username.clone()).await?;
+    audit(
+        &state,
+        &caller,
+        "notifications.set",
+        None,
+        username,
+        Some(before),
+        Some(after.clone()),
+    )
+    .await?;
+    Ok(Json(after))
 }

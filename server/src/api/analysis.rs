@@ -22,7 +22,7 @@ use serde::Deserialize;
 use serde_json::{json, Value};
 
 use super::aprs::{checked_apr, unique_params};
-use super::{blocking, AppState};
+use super::{audit, blocking, AppState};
 use crate::assessment::{self, rfc3339_ms, Assessment, COMPONENTS};
 use crate::auth::{Principal, Role};
 use crate::error::{Error, Result};
@@ -324,11 +324,29 @@ pub(super) async fn post_billing(
     let st = state.clone();
     let user = caller.user.clone();
     let stored = months.clone();
-    blocking(move || {
+    let key = apr.id.clone();
+    let (before, after) = blocking(move || {
+        let view = |rows: Vec<(String, f64)>| {
+            json!(rows
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>())
+        };
+        let before = view(st.inner.analysis.billing(&key)?);
         st.inner
             .analysis
-            .put_billing(&apr.id, stored, &user, now_ms())
+            .put_billing(&key, stored, &user, now_ms())?;
+        Ok((before, view(st.inner.analysis.billing(&key)?)))
     })
+    .await?;
+    audit(
+        &state,
+        &caller,
+        "billing.import",
+        Some(&apr.id),
+        apr.id.clone(),
+        Some(before),
+        Some(after),
+    )
     .await?;
     Ok(Json(json!({
         "apr": id,
@@ -405,7 +423,18 @@ pub(super) async fn post_field_record(
     let st = state.clone();
     let r = record.clone();
     record.id = blocking(move || st.inner.analysis.insert_field_record(r)).await?;
-    Ok(Json(field_view(&record)))
+    let view = field_view(&record);
+    audit(
+        &state,
+        &caller,
+        "field_record.create",
+        Some(&record.apr),
+        record.id.to_string(),
+        None,
+        Some(view.clone()),
+    )
+    .await?;
+    Ok(Json(view))
 }
 
 /// `GET /api/v1/aprs/{id}/field-records?from=&to=&kind=`.
@@ -610,6 +639,11 @@ fn intervention_view(i: &InterventionRecord, outcome: Value) -> Value {
     v
 }
 
+/// The APR of a stored intervention's JSON.
+fn id_apr(v: &Value) -> String {
+    v["apr"].as_str().unwrap_or_default().to_owned()
+}
+
 /// `POST /api/v1/aprs/{id}/interventions`.
 pub(super) async fn post_intervention(
     State(state): State<AppState>,
@@ -643,11 +677,25 @@ pub(super) async fn post_intervention(
     }
     rec.apr = apr.id.clone();
     let st = state.clone();
-    let out = blocking(move || {
+    let (out, id, stored) = blocking(move || {
         rec.id = st.inner.analysis.insert_intervention(rec.clone())?;
         let o = outcome(&st, &apr, &rec)?;
-        Ok(intervention_view(&rec, o))
+        Ok((
+            intervention_view(&rec, o),
+            rec.id,
+            serde_json::to_value(&rec).unwrap_or_default(),
+        ))
     })
+    .await?;
+    audit(
+        &state,
+        &caller,
+        "intervention.create",
+        Some(&id_apr(&stored)),
+        id.to_string(),
+        None,
+        Some(stored),
+    )
     .await?;
     Ok(Json(out))
 }

@@ -12,6 +12,7 @@
 mod alerts;
 mod analysis;
 mod aprs;
+mod audit;
 mod error;
 mod ingest;
 mod ops;
@@ -26,12 +27,14 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::Method;
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post, put, MethodRouter};
+use axum::routing::{delete, get, post, put, MethodRouter};
 use axum::Router;
 use tracing::Instrument;
 
+use crate::access::{Access, RouteRule, READERS};
 use crate::alerting::engine::Liveness;
 use crate::alerting::service::{Alerting, Settings};
+use crate::auth::Role;
 use crate::config::Config;
 use crate::counters::Counters;
 use crate::error::{Error, Result};
@@ -250,6 +253,30 @@ async fn tick(state: &AppState) -> Result<()> {
         .await
 }
 
+/// Records an audit entry of an API write action by `caller` (see
+/// [`crate::audit`]).
+async fn audit(
+    state: &AppState,
+    caller: &crate::auth::Principal,
+    action: &str,
+    apr: Option<&str>,
+    target: impl Into<String>,
+    before: Option<serde_json::Value>,
+    after: Option<serde_json::Value>,
+) -> Result<()> {
+    let entry = crate::audit::AuditEntry::now(
+        &caller.user,
+        crate::audit::Via::Api,
+        action,
+        apr,
+        target,
+        before,
+        after,
+    );
+    let registry = state.inner.registry.clone();
+    blocking(move || crate::audit::record(&*registry, entry)).await
+}
+
 /// Runs a blocking store call off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
     tokio::task::spawn_blocking(f)
@@ -257,100 +284,183 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::Unavailable(format!("a store task failed: {e}")))?
 }
 
-/// The route table: path template, method, handler.
-pub(crate) fn routes(
-    max_batch_bytes: usize,
-) -> Vec<(&'static str, Method, MethodRouter<AppState>)> {
+/// One route of the table: method, path template, access rule, handler.
+/// [`route`] is the only way to make one, so every route has a rule.
+pub(crate) struct Route {
+    pub(crate) rule: RouteRule,
+    pub(crate) handler: MethodRouter<AppState>,
+}
+
+/// A route of `method` on `path`, used by callers `access` allows.
+fn route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<AppState>,
+) -> Route {
+    Route {
+        rule: RouteRule {
+            method,
+            path,
+            access,
+        },
+        handler,
+    }
+}
+
+/// The route table (one row per method and path).
+pub(crate) fn routes(max_batch_bytes: usize) -> Vec<Route> {
+    use Access::{Alert, Apr, Authenticated, Fleet, Gateway, GatewayOwn, Public, Region, Roles};
+    const WRITERS: &[Role] = &[Role::Operator, Role::Engineer, Role::Admin];
+    const ALERT_WRITERS: &[Role] = &[Role::Operator, Role::Admin];
+    const ENGINEERS: &[Role] = &[Role::Engineer, Role::Admin];
+    const ADMINS: &[Role] = &[Role::Admin];
+    const AUDIT_READERS: &[Role] = &[Role::Admin, Role::Gore];
+    let (g, p, u, d) = (Method::GET, Method::POST, Method::PUT, Method::DELETE);
     vec![
-        ("/healthz", Method::GET, get(ops::healthz)),
-        ("/metrics", Method::GET, get(ops::metrics)),
-        ("/api/v1/openapi.json", Method::GET, get(ops::openapi)),
-        ("/api/v1/aprs", Method::GET, get(aprs::list)),
-        ("/api/v1/aprs/{id}", Method::GET, get(aprs::one)),
-        (
+        route(g.clone(), "/healthz", Public, get(ops::healthz)),
+        route(g.clone(), "/metrics", Access::Scrape, get(ops::metrics)),
+        route(
+            g.clone(),
+            "/api/v1/openapi.json",
+            Authenticated,
+            get(ops::openapi),
+        ),
+        route(g.clone(), "/api/v1/aprs", Fleet, get(aprs::list)),
+        route(g.clone(), "/api/v1/aprs/{id}", Apr(READERS), get(aprs::one)),
+        route(
+            g.clone(),
             "/api/v1/aprs/{id}/readings",
-            Method::GET,
+            Apr(READERS),
             get(aprs::readings),
         ),
-        (
+        route(
+            g.clone(),
             "/api/v1/aprs/{id}/limits",
-            Method::GET,
-            get(alerts::get_limits).put(alerts::put_limits),
+            Apr(READERS),
+            get(alerts::get_limits),
         ),
-        (
+        route(
+            u.clone(),
             "/api/v1/aprs/{id}/limits",
-            Method::PUT,
+            Apr(ADMINS),
             put(alerts::put_limits),
         ),
-        ("/api/v1/aprs/{id}/kpis", Method::GET, get(analysis::kpis)),
-        (
+        route(
+            g.clone(),
+            "/api/v1/aprs/{id}/kpis",
+            Apr(READERS),
+            get(analysis::kpis),
+        ),
+        route(
+            p.clone(),
             "/api/v1/aprs/{id}/billing",
-            Method::POST,
+            Apr(WRITERS),
             post(analysis::post_billing),
         ),
-        (
+        route(
+            g.clone(),
             "/api/v1/aprs/{id}/field-records",
-            Method::GET,
-            get(analysis::list_field_records).post(analysis::post_field_record),
+            Apr(READERS),
+            get(analysis::list_field_records),
         ),
-        (
+        route(
+            p.clone(),
             "/api/v1/aprs/{id}/field-records",
-            Method::POST,
+            Apr(WRITERS),
             post(analysis::post_field_record),
         ),
-        (
+        route(
+            g.clone(),
             "/api/v1/aprs/{id}/assessment",
-            Method::GET,
+            Apr(READERS),
             get(analysis::assessment),
         ),
-        (
+        route(
+            g.clone(),
             "/api/v1/aprs/{id}/assessment/history",
-            Method::GET,
+            Apr(READERS),
             get(analysis::assessment_history),
         ),
-        (
+        route(
+            g.clone(),
             "/api/v1/aprs/{id}/interventions",
-            Method::GET,
-            get(analysis::list_interventions).post(analysis::post_intervention),
+            Apr(READERS),
+            get(analysis::list_interventions),
         ),
-        (
+        route(
+            p.clone(),
             "/api/v1/aprs/{id}/interventions",
-            Method::POST,
+            Apr(ENGINEERS),
             post(analysis::post_intervention),
         ),
-        ("/api/v1/summary", Method::GET, get(aprs::summary)),
-        ("/api/v1/alerts", Method::GET, get(alerts::list)),
-        (
+        route(
+            g.clone(),
+            "/api/v1/summary",
+            Region(READERS),
+            get(aprs::summary),
+        ),
+        route(g.clone(), "/api/v1/alerts", Fleet, get(alerts::list)),
+        route(
+            p.clone(),
             "/api/v1/alerts/{id}/ack",
-            Method::POST,
+            Alert(ALERT_WRITERS),
             post(alerts::acknowledge),
         ),
-        (
+        route(
+            p.clone(),
             "/api/v1/alerts/{id}/resolve",
-            Method::POST,
+            Alert(ALERT_WRITERS),
             post(alerts::resolve),
         ),
-        (
+        route(
+            g.clone(),
             "/api/v1/users/{username}/notifications",
-            Method::GET,
-            get(alerts::get_notifications).put(alerts::put_notifications),
+            Access::SelfOrAdmin,
+            get(alerts::get_notifications),
         ),
-        (
+        route(
+            u,
             "/api/v1/users/{username}/notifications",
-            Method::PUT,
+            Access::SelfOrAdmin,
             put(alerts::put_notifications),
         ),
-        (
+        route(
+            g.clone(),
+            "/api/v1/audit",
+            Roles(AUDIT_READERS),
+            get(audit::list),
+        ),
+        route(
+            g.clone(),
+            "/api/v1/tokens",
+            Roles(ADMINS),
+            get(audit::tokens),
+        ),
+        route(
+            d,
+            "/api/v1/tokens/{id}",
+            Roles(ADMINS),
+            delete(audit::revoke_token),
+        ),
+        route(
+            p,
             "/api/v1/ingest",
-            Method::POST,
+            Gateway,
             post(ingest::ingest).layer(DefaultBodyLimit::max(max_batch_bytes)),
         ),
-        (
+        route(
+            g,
             "/api/v1/gateway/devices",
-            Method::GET,
+            GatewayOwn,
             get(ingest::gateway_devices),
         ),
     ]
+}
+
+/// The API's routes and their access rules (see [`crate::access`]).
+pub fn route_rules() -> Vec<RouteRule> {
+    routes(1).into_iter().map(|r| r.rule).collect()
 }
 
 /// Computes KPIs and assessments now for every day that has readings but no
@@ -363,14 +473,17 @@ pub fn refresh_analysis(state: &AppState) -> Result<()> {
 /// The router with every route, the JSON fallbacks and the request tracing.
 pub fn app(state: AppState) -> Router {
     let mut router = Router::new();
-    let mut seen = std::collections::HashSet::new();
-    // A path with several methods is listed once per method in the table
-    // (for the OpenAPI test) with a handler holding all of them; route each
-    // path once.
-    for (path, _, handler) in routes(state.inner.max_batch_bytes) {
-        if seen.insert(path) {
-            router = router.route(path, handler);
+    // The table has one row per method; a path's methods are merged into
+    // one method router.
+    let mut by_path: Vec<(&'static str, MethodRouter<AppState>)> = Vec::new();
+    for r in routes(state.inner.max_batch_bytes) {
+        match by_path.iter_mut().find(|(p, _)| *p == r.rule.path) {
+            Some((_, h)) => *h = std::mem::take(h).merge(r.handler),
+            None => by_path.push((r.rule.path, r.handler)),
         }
+    }
+    for (path, handler) in by_path {
+        router = router.route(path, handler);
     }
     router = router.merge(crate::ui::router(&state));
     router
@@ -446,8 +559,8 @@ mod tests {
         let doc: serde_json::Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
         assert_eq!(doc["openapi"].as_str().map(|v| &v[..2]), Some("3."));
         let paths = doc["paths"].as_object().expect("paths");
-        let table = routes(1);
-        for (path, method, _) in &table {
+        let table = route_rules();
+        for RouteRule { path, method, .. } in &table {
             let op = &paths
                 .get(*path)
                 .unwrap_or_else(|| panic!("{path} is not documented"))
@@ -463,7 +576,7 @@ mod tests {
                 assert!(
                     table
                         .iter()
-                        .any(|(p, m, _)| p == path && m.as_str().eq_ignore_ascii_case(method)),
+                        .any(|r| r.path == path && r.method.as_str().eq_ignore_ascii_case(method)),
                     "{method} {path} is documented but not routed"
                 );
             }

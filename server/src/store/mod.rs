@@ -15,6 +15,7 @@
 //! ingest idempotent: a gateway that retries a batch after a lost answer
 //! stores nothing twice.
 
+mod accounts;
 mod alerts;
 mod analysis;
 pub mod schema;
@@ -22,6 +23,7 @@ mod sqlite;
 pub mod victoria;
 mod writer;
 
+pub use accounts::{AccountStore, TokenRecord, TOKEN_ID_CHARS};
 pub use analysis::{
     AnalysisStore, AssessmentRow, FieldKind, FieldRecord, InterventionRecord, KpiRow,
 };
@@ -187,8 +189,9 @@ pub struct UserInsert {
     pub aprs: Vec<String>,
 }
 
-/// Registry: regions, APRs, devices, users and tokens.
-pub trait Registry: Send + Sync {
+/// Registry: regions, APRs, devices, users and tokens (and, through
+/// [`AccountStore`], token revocation, passwords and the audit log).
+pub trait Registry: AccountStore + Send + Sync {
     /// Whether the store answers a trivial query and can write.
     fn ping(&self) -> Result<()>;
     /// Creates or updates regions and APRs in one transaction; answers how

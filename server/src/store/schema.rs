@@ -16,7 +16,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The schema version this server writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 const V1: &str = r"
 CREATE TABLE regions(
@@ -211,8 +211,29 @@ CREATE TABLE interventions(
 );
 "#;
 
+/// Accounts and the audit log (see `store::accounts`): a token can be
+/// revoked (kept, with the time, so the admin page and the audit show it);
+/// `audit` holds one row per write action with who, when (UTC ms), what
+/// and the before/after state as JSON.
+const V4: &str = r"
+ALTER TABLE tokens ADD COLUMN revoked_ms INTEGER;
+CREATE TABLE audit(
+    id INTEGER PRIMARY KEY,
+    at_ms INTEGER NOT NULL,
+    actor TEXT NOT NULL,
+    via TEXT NOT NULL CHECK (via IN ('api', 'ui', 'cli')),
+    action TEXT NOT NULL,
+    apr TEXT,
+    target TEXT NOT NULL,
+    before TEXT,
+    after TEXT
+);
+CREATE INDEX audit_by_time ON audit(at_ms);
+CREATE INDEX audit_by_apr ON audit(apr, at_ms);
+";
+
 /// Migrations in order; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
 
 /// Brings the schema of `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {

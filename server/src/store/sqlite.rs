@@ -276,7 +276,7 @@ fn user_where(conn: &Connection, clause: &str, key: &str) -> Result<Option<UserR
     }))
 }
 
-fn user_id(conn: &Connection, username: &str) -> Result<i64> {
+pub(super) fn user_id(conn: &Connection, username: &str) -> Result<i64> {
     conn.prepare_cached("SELECT id FROM users WHERE username = ?1")?
         .query_row([username], |r| r.get(0))
         .optional()?
@@ -524,7 +524,8 @@ impl Registry for SqliteStore {
         self.read(|c| {
             user_where(
                 c,
-                "tokens t JOIN users u ON u.id = t.user WHERE t.sha256 = ?1",
+                "tokens t JOIN users u ON u.id = t.user \
+                 WHERE t.sha256 = ?1 AND t.revoked_ms IS NULL",
                 sha256,
             )
         })

@@ -6,15 +6,17 @@
 //! service's `set_limits`). A new secret (token, MQTT password) is shown
 //! once, in the answer to the form that made it.
 //!
-//! Not yet possible (the registry has no operation for them): disabling a
-//! user, revoking a token, recording an intervention; those forms answer
-//! with the 400 page.
+//! Disabling a user clears its password and revokes its tokens; revoking a
+//! token takes effect on its next request. Every change is written to the
+//! audit log (`crate::audit`, via `ui`), whose latest entries the page
+//! shows. Not yet possible: recording an intervention (the API has it);
+//! that form answers with the 400 page.
 
 use std::collections::{BTreeMap, HashMap};
 
 use apr_dashboards::model::{
-    AdminActions, AdminPage, AprRegistryRow, DeviceRow, ErrorKind, NewSecret, OverrideRow,
-    TokenRow, UserRow,
+    AdminActions, AdminPage, AprRegistryRow, AuditRow, DeviceRow, ErrorKind, NewSecret,
+    OverrideRow, TokenRow, UserRow,
 };
 use axum::extract::Path;
 use axum::response::Response;
@@ -22,17 +24,48 @@ use axum::Form;
 use serde_json::Value;
 
 use super::{apr_ref, blocking, local, Ctx, Page, Ui};
+use crate::audit::{self, AuditEntry, AuditQuery, Via};
 use crate::auth::{self, NewUser, Role};
 use crate::device;
 use crate::error::{Error, Result};
 use crate::limits::Limits;
 use crate::store::AprRecord;
 
+/// Audit entries the page shows (the API lists them all).
+const AUDIT_ROWS: usize = 50;
+
+/// Records an audit entry of an admin-page action.
+fn record(
+    ui: &Ui,
+    actor: &str,
+    action: &str,
+    apr: Option<&str>,
+    target: impl Into<String>,
+    before: Option<Value>,
+    after: Option<Value>,
+) -> Result<()> {
+    audit::record(
+        ui.app().registry(),
+        AuditEntry::now(actor, Via::Ui, action, apr, target, before, after),
+    )
+}
+
 fn build(ui: &Ui, new_secret: Option<NewSecret>) -> Result<AdminPage> {
     let registry = ui.app().registry();
     let now = chrono::Utc::now().timestamp_millis();
     let regions = registry.regions()?;
-    let tokens = ui.db().tokens()?;
+    let revoked: std::collections::HashSet<String> = registry
+        .tokens(None)?
+        .into_iter()
+        .filter(|t| t.revoked_ms.is_some())
+        .map(|t| t.id)
+        .collect();
+    let tokens: Vec<_> = ui
+        .db()
+        .tokens()?
+        .into_iter()
+        .filter(|t| !revoked.contains(&t.id))
+        .collect();
     let users = ui
         .db()
         .users()?
@@ -102,7 +135,25 @@ fn build(ui: &Ui, new_secret: Option<NewSecret>) -> Result<AdminPage> {
             })
         })
         .collect();
+    let audit = registry
+        .audit(&AuditQuery {
+            limit: AUDIT_ROWS,
+            ..AuditQuery::default()
+        })?
+        .into_iter()
+        .map(|r| AuditRow {
+            at: r.at,
+            actor: r.actor,
+            via: r.via,
+            action: r.action,
+            apr: r.apr.unwrap_or_default(),
+            target: r.target,
+            before: r.before.map(|v| v.to_string()).unwrap_or_default(),
+            after: r.after.map(|v| v.to_string()).unwrap_or_default(),
+        })
+        .collect();
     Ok(AdminPage {
+        audit,
         users,
         devices,
         aprs,
@@ -151,7 +202,7 @@ fn field<'a>(f: &'a HashMap<String, String>, k: &str) -> &'a str {
 /// ids separated by commas for operators, the region for GORE users).
 pub(super) async fn create_user(ctx: Ctx, Form(f): Form<HashMap<String, String>>) -> Response {
     async fn inner(ctx: &Ctx, f: &HashMap<String, String>) -> Page {
-        admin(ctx)?;
+        let p = admin(ctx)?;
         let role: Role = field(f, "role").parse().map_err(|e| ctx.fail(e))?;
         let scope = field(f, "scope");
         let list: Vec<String> = scope
@@ -172,9 +223,22 @@ pub(super) async fn create_user(ctx: Ctx, Form(f): Form<HashMap<String, String>>
             region: (role == Role::Gore && !scope.is_empty()).then(|| scope.to_owned()),
         };
         let ui = ctx.ui.clone();
-        blocking(move || auth::create_user(ui.app().registry(), &user))
-            .await
-            .map_err(|e| ctx.fail(e))?;
+        blocking(move || {
+            let registry = ui.app().registry();
+            auth::create_user(registry, &user)?;
+            let after = registry.user(&user.username)?.map(|u| audit::user_view(&u));
+            record(
+                &ui,
+                &p.user,
+                "user.create",
+                None,
+                user.username.clone(),
+                None,
+                after,
+            )
+        })
+        .await
+        .map_err(|e| ctx.fail(e))?;
         Ok(ctx.see_other("/admin#users"))
     }
     inner(&ctx, &f).await.unwrap_or_else(|r| r)
@@ -183,14 +247,19 @@ pub(super) async fn create_user(ctx: Ctx, Form(f): Form<HashMap<String, String>>
 /// `POST /admin/usuarios/{name}/token`: a new API token, shown once.
 pub(super) async fn issue_token(ctx: Ctx, Path(name): Path<String>) -> Response {
     async fn inner(ctx: &Ctx, name: String) -> Page {
-        admin(ctx)?;
+        let p = admin(ctx)?;
         let ui = ctx.ui.clone();
         let n = name.clone();
         let token = blocking(move || {
-            if ui.app().registry().user(&n)?.is_none() {
+            let registry = ui.app().registry();
+            if registry.user(&n)?.is_none() {
                 return Err(Error::NotFound(format!("user '{n}' does not exist")));
             }
-            auth::create_token(ui.app().registry(), &n, Some("admin"))
+            let token = auth::create_token(registry, &n, Some("admin"))?;
+            let id = auth::token_id(&token);
+            let after = registry.token(&id)?.map(|t| audit::token_view(&t));
+            record(&ui, &p.user, "token.create", None, id, None, after)?;
+            Ok(token)
         })
         .await
         .map_err(|e| ctx.fail(e))?;
@@ -209,19 +278,29 @@ pub(super) async fn issue_token(ctx: Ctx, Path(name): Path<String>) -> Response 
 /// `POST /admin/equipos`: `apr`, `device`; the MQTT password is shown once.
 pub(super) async fn create_device(ctx: Ctx, Form(f): Form<HashMap<String, String>>) -> Response {
     async fn inner(ctx: &Ctx, f: &HashMap<String, String>) -> Page {
-        admin(ctx)?;
+        let p = admin(ctx)?;
         let (apr, dev) = (field(f, "apr").to_owned(), field(f, "device").to_owned());
         let ui = ctx.ui.clone();
         let creds = blocking(move || {
-            if ui.app().registry().apr(&apr)?.is_none() {
+            let registry = ui.app().registry();
+            if registry.apr(&apr)?.is_none() {
                 return Err(Error::Invalid(format!("APR '{apr}' is not registered")));
             }
-            device::add_device(
-                ui.app().registry(),
-                &apr,
-                &dev,
-                device::DEFAULT_REPORT_INTERVAL_S,
-            )
+            let before = device::audit_view(registry, &apr, &dev)?;
+            let creds =
+                device::add_device(registry, &apr, &dev, device::DEFAULT_REPORT_INTERVAL_S)?;
+            let after = device::audit_view(registry, &apr, &dev)?;
+            let target = format!("{apr}/{dev}");
+            record(
+                &ui,
+                &p.user,
+                "device.create",
+                Some(&apr),
+                target,
+                before,
+                after,
+            )?;
+            Ok(creds)
         })
         .await
         .map_err(|e| ctx.fail(e))?;
@@ -241,7 +320,7 @@ pub(super) async fn create_device(ctx: Ctx, Form(f): Form<HashMap<String, String
 /// device's interval and config are kept), shown once.
 pub(super) async fn rotate_device(ctx: Ctx, Path((apr, dev)): Path<(String, String)>) -> Response {
     async fn inner(ctx: &Ctx, apr: String, dev: String) -> Page {
-        admin(ctx)?;
+        let p = admin(ctx)?;
         let ui = ctx.ui.clone();
         let (username, password) = blocking(move || {
             let registry = ui.app().registry();
@@ -261,6 +340,17 @@ pub(super) async fn rotate_device(ctx: Ctx, Path((apr, dev)): Path<(String, Stri
                 &password,
                 d.report_interval_s,
                 d.config,
+            )?;
+            let view = device::audit_view(registry, &apr, &dev)?;
+            let target = format!("{apr}/{dev}");
+            record(
+                &ui,
+                &p.user,
+                "device.rotate",
+                Some(&apr),
+                target,
+                view.clone(),
+                view,
             )?;
             Ok((d.mqtt_username, password))
         })
@@ -282,7 +372,7 @@ pub(super) async fn rotate_device(ctx: Ctx, Path((apr, dev)): Path<(String, Stri
 /// fields the form does not carry are kept, or default for a new APR).
 pub(super) async fn upsert_apr(ctx: Ctx, Form(f): Form<HashMap<String, String>>) -> Response {
     async fn inner(ctx: &Ctx, f: &HashMap<String, String>) -> Page {
-        admin(ctx)?;
+        let p = admin(ctx)?;
         let bad = || ctx.error(ErrorKind::BadRequest);
         let num = |k: &str| -> std::result::Result<u64, Response> {
             match field(f, k) {
@@ -328,7 +418,18 @@ pub(super) async fn upsert_apr(ctx: Ctx, Form(f): Form<HashMap<String, String>>)
                 gore_contribution_clp: gore,
                 public_investment_clp: investment,
             };
-            registry.upsert_fleet(&[r], &[rec]).map(|_| ())
+            let target = rec.id.clone();
+            registry.upsert_fleet(&[r], &[rec])?;
+            let after = registry.apr(&target)?;
+            record(
+                &ui,
+                &p.user,
+                "apr.upsert",
+                Some(&target),
+                target.clone(),
+                old.map(|o| serde_json::json!(o)),
+                after.map(|a| serde_json::json!(a)),
+            )
         })
         .await
         .map_err(|e| ctx.fail(e))?;
@@ -356,6 +457,7 @@ async fn change_override(ctx: &Ctx, apr: String, key: String, value: Option<Valu
             .into_iter()
             .map(|(_, o)| (o.key, o.value))
             .collect();
+        let before = serde_json::json!(merged);
         match &value {
             Some(v) => merged.insert(key.clone(), v.clone()),
             None => merged.remove(&key),
@@ -363,6 +465,16 @@ async fn change_override(ctx: &Ctx, apr: String, key: String, value: Option<Valu
         let limits = Limits::with_overrides(merged.iter().map(|(k, v)| (k.as_str(), v)))?;
         let now = chrono::Utc::now().timestamp_millis();
         store.set_limit_overrides(&a, &[(key, value)], &p.user, now)?;
+        let after = serde_json::json!(merged);
+        record(
+            &ui,
+            &p.user,
+            "limits.set",
+            Some(&a),
+            a.clone(),
+            Some(before),
+            Some(after),
+        )?;
         Ok((!merged.is_empty()).then_some(limits))
     })
     .await
@@ -405,13 +517,122 @@ pub(super) async fn delete_override(
         .unwrap_or_else(|r| r)
 }
 
-/// Forms whose operation the registry does not have yet.
-pub(super) async fn not_yet(ctx: Ctx) -> Response {
-    match admin(&ctx) {
-        Ok(_) => {
-            tracing::info!(path = %ctx.path, "admin action not available yet");
-            ctx.error(ErrorKind::BadRequest)
+/// `POST /admin/usuarios/{name}/desactivar`: clears the user's password
+/// and revokes its tokens (a new password through `apr-server user
+/// password` brings it back).
+pub(super) async fn disable_user(ctx: Ctx, Path(name): Path<String>) -> Response {
+    async fn inner(ctx: &Ctx, name: String) -> Page {
+        let p = admin(ctx)?;
+        if p.user == name {
+            // An admin cannot lock itself out of the page it is on.
+            return Err(ctx.error(ErrorKind::BadRequest));
         }
-        Err(r) => r,
+        let ui = ctx.ui.clone();
+        blocking(move || {
+            let before = auth::disable_user(ui.app().registry(), &name)?;
+            let after = ui
+                .app()
+                .registry()
+                .user(&name)?
+                .map(|u| audit::user_view(&u));
+            record(
+                &ui,
+                &p.user,
+                "user.disable",
+                None,
+                name,
+                Some(audit::user_view(&before)),
+                after,
+            )
+        })
+        .await
+        .map_err(|e| ctx.fail(e))?;
+        Ok(ctx.see_other("/admin#users"))
     }
+    inner(&ctx, name).await.unwrap_or_else(|r| r)
+}
+
+/// `POST /admin/tokens/{id}/revocar`: revokes the token at once.
+pub(super) async fn revoke_token(ctx: Ctx, Path(id): Path<String>) -> Response {
+    async fn inner(ctx: &Ctx, id: String) -> Page {
+        let p = admin(ctx)?;
+        let ui = ctx.ui.clone();
+        blocking(move || {
+            let registry = ui.app().registry();
+            let before = registry.revoke_token(&id, chrono::Utc::now().timestamp_millis())?;
+            let after = registry.token(&id)?.map(|t| audit::token_view(&t));
+            record(
+                &ui,
+                &p.user,
+                "token.revoke",
+                None,
+                id,
+                Some(audit::token_view(&before)),
+                after,
+            )
+        })
+        .await
+        .map_err(|e| ctx.fail(e))?;
+        Ok(ctx.see_other("/admin#users"))
+    }
+    inner(&ctx, id).await.unwrap_or_else(|r| r)
+}
+
+/// `POST /admin/intervenciones`: `apr`, `component`, `date` (the day it
+/// was completed), `cost_clp`, `description`; stored like
+/// `POST /api/v1/aprs/{id}/interventions` (one day, funder not given).
+pub(super) async fn create_intervention(
+    ctx: Ctx,
+    Form(f): Form<HashMap<String, String>>,
+) -> Response {
+    async fn inner(ctx: &Ctx, f: &HashMap<String, String>) -> Page {
+        let p = admin(ctx)?;
+        let bad = || ctx.error(ErrorKind::BadRequest);
+        let apr = field(f, "apr").to_owned();
+        let component = field(f, "component").to_owned();
+        let date = field(f, "date").to_owned();
+        let description = field(f, "description").to_owned();
+        if !crate::assessment::COMPONENTS.contains(&component.as_str())
+            || chrono::NaiveDate::parse_from_str(&date, "%Y-%m-%d").is_err()
+            || description.is_empty()
+            || description.chars().count() > 2000
+        {
+            return Err(bad());
+        }
+        let cost_clp = match field(f, "cost_clp") {
+            "" => 0,
+            v => v.parse::<u64>().map_err(|_| bad())?,
+        };
+        let ui = ctx.ui.clone();
+        blocking(move || {
+            if ui.app().registry().apr(&apr)?.is_none() {
+                return Err(Error::Invalid(format!("APR '{apr}' is not registered")));
+            }
+            let mut rec = crate::store::InterventionRecord {
+                id: 0,
+                apr: apr.clone(),
+                component,
+                description,
+                cost_clp,
+                funder: "—".into(),
+                started: date.clone(),
+                finished: date,
+            };
+            rec.id = ui.app().analysis().insert_intervention(rec.clone())?;
+            let after = serde_json::to_value(&rec).ok();
+            record(
+                &ui,
+                &p.user,
+                "intervention.create",
+                Some(&apr),
+                rec.id.to_string(),
+                None,
+                after,
+            )
+        })
+        .await
+        .map_err(|e| ctx.fail(e))?;
+        Ok(ctx.see_other("/admin#interventions"))
+    }
+    inner(&ctx, &f).await.unwrap_or_else(|r| r)
 }

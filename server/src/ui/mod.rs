@@ -62,10 +62,11 @@ use axum::http::request::Parts;
 use axum::http::{header, HeaderMap, HeaderValue, Method, StatusCode};
 use axum::middleware::{from_fn, from_fn_with_state, Next};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Form, Router};
 use chrono::{DateTime, FixedOffset, TimeZone, Utc};
 
+use crate::access::{Access, RouteRule, READERS};
 use crate::api::AppState;
 use crate::auth::{self, apr_access, AprAccess, Principal, Role};
 use crate::error::{Error, Result};
@@ -75,10 +76,9 @@ use session::{Lookup, Session, SessionStore};
 
 /// Largest form body the UI reads, bytes.
 const MAX_FORM_BYTES: usize = 64 * 1024;
-/// Failed logins of one username before it must wait.
-const MAX_LOGIN_FAILURES: u32 = 5;
-/// How long those failures are remembered.
-const LOGIN_FAILURE_WINDOW: Duration = Duration::from_secs(15 * 60);
+/// Most usernames and addresses the login throttle remembers (the oldest
+/// are dropped past it, so a flood of names cannot grow it without bound).
+const THROTTLE_ENTRIES: usize = 100_000;
 
 /// The UI's settings: `[ui]` of the configuration, and the SQLite file the
 /// UI keeps its field records in (see `db`).
@@ -88,6 +88,8 @@ pub struct Settings {
     pub secure_cookies: bool,
     /// The store's SQLite file, when the server runs on one.
     pub store_path: Option<PathBuf>,
+    /// Session expiry, cookies and login throttling (`[ui]`).
+    pub config: crate::config::Ui,
 }
 
 impl Settings {
@@ -96,7 +98,123 @@ impl Settings {
         Settings {
             secure_cookies: config.secure_cookies,
             store_path: store_path.map(Path::to_path_buf),
+            config: config.clone(),
         }
+    }
+}
+
+/// Failed logins, per account and per source address.
+///
+/// An account with `lockout_failures` failures is locked for `lockout_s`
+/// (even the right password is refused then); a source address with
+/// `address_failures` failures (any accounts) within `address_window_s`
+/// waits until the window passes. Unknown usernames are counted like
+/// known ones, and a locked account answers like a throttled address, so
+/// neither tells whether an account exists.
+#[derive(Debug)]
+pub struct LoginThrottle {
+    accounts: Mutex<HashMap<String, Failures>>,
+    addresses: Mutex<HashMap<std::net::IpAddr, Failures>>,
+    account_max: u32,
+    lockout: Duration,
+    address_max: u32,
+    address_window: Duration,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Failures {
+    first: Instant,
+    count: u32,
+    locked_until: Option<Instant>,
+}
+
+impl LoginThrottle {
+    /// From `[ui]`.
+    pub fn new(c: &crate::config::Ui) -> LoginThrottle {
+        LoginThrottle {
+            accounts: Mutex::default(),
+            addresses: Mutex::default(),
+            account_max: c.lockout_failures.max(1),
+            lockout: Duration::from_secs(c.lockout_s),
+            address_max: c.address_failures.max(1),
+            address_window: Duration::from_secs(c.address_window_s),
+        }
+    }
+
+    fn prune<K: Clone + Eq + std::hash::Hash>(
+        map: &mut HashMap<K, Failures>,
+        window: Duration,
+        now: Instant,
+    ) {
+        map.retain(|_, f| match f.locked_until {
+            Some(until) => now < until,
+            None => now.saturating_duration_since(f.first) < window,
+        });
+        if map.len() > THROTTLE_ENTRIES {
+            let mut by_age: Vec<(K, Instant)> =
+                map.iter().map(|(k, f)| (k.clone(), f.first)).collect();
+            by_age.sort_by_key(|(_, t)| *t);
+            for (k, _) in by_age.into_iter().take(map.len() - THROTTLE_ENTRIES) {
+                map.remove(&k);
+            }
+        }
+    }
+
+    /// Whether a login for `username` from `addr` must be refused now.
+    pub fn blocked(&self, username: &str, addr: Option<std::net::IpAddr>, now: Instant) -> bool {
+        let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+        Self::prune(&mut accounts, self.lockout, now);
+        if accounts
+            .get(username)
+            .is_some_and(|f| f.locked_until.is_some_and(|u| now < u))
+        {
+            return true;
+        }
+        drop(accounts);
+        let Some(addr) = addr else { return false };
+        let mut addresses = self
+            .addresses
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Self::prune(&mut addresses, self.address_window, now);
+        addresses
+            .get(&addr)
+            .is_some_and(|f| f.count >= self.address_max)
+    }
+
+    /// Counts a failed login; answers whether the account is now locked.
+    pub fn failed(&self, username: &str, addr: Option<std::net::IpAddr>, now: Instant) -> bool {
+        let fresh = Failures {
+            first: now,
+            count: 0,
+            locked_until: None,
+        };
+        let locked = {
+            let mut accounts = self.accounts.lock().unwrap_or_else(PoisonError::into_inner);
+            let f = accounts.entry(username.to_owned()).or_insert(fresh);
+            f.count += 1;
+            if f.count >= self.account_max {
+                f.locked_until = Some(now + self.lockout);
+            }
+            f.locked_until.is_some()
+        };
+        if let Some(addr) = addr {
+            let mut addresses = self
+                .addresses
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            addresses.entry(addr).or_insert(fresh).count += 1;
+        }
+        locked
+    }
+
+    /// Forgets an account's failures after a successful login (the
+    /// address's stay counted: they may be other accounts').
+    pub fn succeeded(&self, username: &str) {
+        self.accounts
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .remove(username);
     }
 }
 
@@ -111,7 +229,7 @@ struct UiShared {
     sessions: SessionStore,
     db: db::UiDb,
     secure_cookies: bool,
-    login_failures: Mutex<HashMap<String, (Instant, u32)>>,
+    throttle: LoginThrottle,
     stylesheet_href: String,
     kpis: engineer::KpiCache,
 }
@@ -122,10 +240,13 @@ impl Ui {
         let version = &auth::sha256_hex(apr_dashboards::STYLESHEET)[..12];
         Ui {
             inner: Arc::new(UiShared {
-                sessions: SessionStore::default(),
+                sessions: SessionStore::new(
+                    Duration::from_secs(settings.config.session_idle_s.max(1)),
+                    Duration::from_secs(settings.config.session_absolute_s.max(1)),
+                ),
                 db: db::UiDb::new(settings.store_path),
                 secure_cookies: settings.secure_cookies,
-                login_failures: Mutex::new(HashMap::new()),
+                throttle: LoginThrottle::new(&settings.config),
                 stylesheet_href: format!("{}?v={version}", paths::STYLESHEET),
                 kpis: engineer::KpiCache::default(),
                 app,
@@ -142,46 +263,202 @@ impl Ui {
     }
 }
 
+/// One UI route: method, path, access rule, handler. [`ui_route`] is the
+/// only way to make one, so every route has a rule.
+struct UiRoute {
+    rule: RouteRule,
+    handler: MethodRouter<Ui>,
+}
+
+fn ui_route(
+    method: Method,
+    path: &'static str,
+    access: Access,
+    handler: MethodRouter<Ui>,
+) -> UiRoute {
+    UiRoute {
+        rule: RouteRule {
+            method,
+            path,
+            access,
+        },
+        handler,
+    }
+}
+
+/// The UI's route table (one row per method and path).
+fn routes() -> Vec<UiRoute> {
+    use Access::{Alert, Apr, Fleet, Public, Region, Roles};
+    const WRITERS: &[Role] = &[Role::Operator, Role::Admin];
+    const ENGINEERS: &[Role] = &[Role::Engineer, Role::Admin];
+    const REVIEWERS: &[Role] = &[Role::Gore, Role::Engineer, Role::Admin];
+    const ADMINS: &[Role] = &[Role::Admin];
+    let (g, p) = (Method::GET, Method::POST);
+    vec![
+        ui_route(g.clone(), "/", Public, get(home)),
+        ui_route(g.clone(), paths::LOGIN, Public, get(login_form)),
+        ui_route(p.clone(), paths::LOGIN, Public, post(login)),
+        ui_route(p.clone(), paths::LOGOUT, Public, post(logout)),
+        ui_route(p.clone(), paths::LANGUAGE, Public, post(language)),
+        ui_route(g.clone(), paths::STYLESHEET, Public, get(stylesheet)),
+        ui_route(g.clone(), paths::OPERATOR, Fleet, get(operator::home)),
+        ui_route(
+            g.clone(),
+            "/operador/{apr}",
+            Apr(READERS),
+            get(operator::page),
+        ),
+        ui_route(
+            g.clone(),
+            "/operador/{apr}/alertas",
+            Apr(READERS),
+            get(operator::fragment),
+        ),
+        ui_route(
+            g.clone(),
+            "/operador/{apr}/alertas/eventos",
+            Apr(READERS),
+            get(operator::events),
+        ),
+        ui_route(
+            p.clone(),
+            "/operador/{apr}/dpd",
+            Apr(WRITERS),
+            post(operator::dpd),
+        ),
+        ui_route(
+            p.clone(),
+            "/alertas/{id}/reconocer",
+            Alert(WRITERS),
+            post(operator::acknowledge),
+        ),
+        ui_route(
+            g.clone(),
+            paths::ENGINEER,
+            Roles(ENGINEERS),
+            get(engineer::overview),
+        ),
+        ui_route(
+            g.clone(),
+            "/ingenieria/indicadores.csv",
+            Roles(ENGINEERS),
+            get(engineer::all_kpis_csv),
+        ),
+        ui_route(
+            g.clone(),
+            "/ingenieria/{apr}",
+            Apr(ENGINEERS),
+            get(engineer::apr_page),
+        ),
+        ui_route(
+            g.clone(),
+            "/ingenieria/{apr}/serie.csv",
+            Apr(ENGINEERS),
+            get(engineer::series_csv),
+        ),
+        ui_route(
+            g.clone(),
+            "/ingenieria/{apr}/indicadores.csv",
+            Apr(ENGINEERS),
+            get(engineer::kpis_csv),
+        ),
+        ui_route(
+            g.clone(),
+            "/ingenieria/{apr}/patron.inp",
+            Apr(ENGINEERS),
+            get(engineer::pattern),
+        ),
+        ui_route(g.clone(), paths::GORE, Region(REVIEWERS), get(gore::page)),
+        ui_route(
+            g.clone(),
+            "/gore/informe",
+            Region(REVIEWERS),
+            get(gore::report),
+        ),
+        ui_route(g, paths::ADMIN, Roles(ADMINS), get(admin::page)),
+        ui_route(
+            p.clone(),
+            "/admin/usuarios",
+            Roles(ADMINS),
+            post(admin::create_user),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/usuarios/{name}/token",
+            Roles(ADMINS),
+            post(admin::issue_token),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/usuarios/{name}/desactivar",
+            Roles(ADMINS),
+            post(admin::disable_user),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/tokens/{id}/revocar",
+            Roles(ADMINS),
+            post(admin::revoke_token),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/equipos",
+            Roles(ADMINS),
+            post(admin::create_device),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/equipos/{apr}/{device}/clave",
+            Roles(ADMINS),
+            post(admin::rotate_device),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/aprs",
+            Roles(ADMINS),
+            post(admin::upsert_apr),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/umbrales",
+            Roles(ADMINS),
+            post(admin::set_override),
+        ),
+        ui_route(
+            p.clone(),
+            "/admin/umbrales/{apr}/{key}/eliminar",
+            Roles(ADMINS),
+            post(admin::delete_override),
+        ),
+        ui_route(
+            p,
+            "/admin/intervenciones",
+            Roles(ADMINS),
+            post(admin::create_intervention),
+        ),
+    ]
+}
+
+/// The UI's routes and their access rules (see [`crate::access`]).
+pub fn route_rules() -> Vec<RouteRule> {
+    routes().into_iter().map(|r| r.rule).collect()
+}
+
 /// The UI's routes, to merge into the API's router.
 pub fn router(state: &AppState) -> Router<AppState> {
     let ui = Ui::new(state.clone());
-    Router::new()
-        .route("/", get(home))
-        .route(paths::LOGIN, get(login_form).post(login))
-        .route(paths::LOGOUT, post(logout))
-        .route(paths::LANGUAGE, post(language))
-        .route(paths::STYLESHEET, get(stylesheet))
-        .route(paths::OPERATOR, get(operator::home))
-        .route("/operador/{apr}", get(operator::page))
-        .route("/operador/{apr}/alertas", get(operator::fragment))
-        .route("/operador/{apr}/alertas/eventos", get(operator::events))
-        .route("/operador/{apr}/dpd", post(operator::dpd))
-        .route("/alertas/{id}/reconocer", post(operator::acknowledge))
-        .route(paths::ENGINEER, get(engineer::overview))
-        .route("/ingenieria/indicadores.csv", get(engineer::all_kpis_csv))
-        .route("/ingenieria/{apr}", get(engineer::apr_page))
-        .route("/ingenieria/{apr}/serie.csv", get(engineer::series_csv))
-        .route("/ingenieria/{apr}/indicadores.csv", get(engineer::kpis_csv))
-        .route("/ingenieria/{apr}/patron.inp", get(engineer::pattern))
-        .route(paths::GORE, get(gore::page))
-        .route("/gore/informe", get(gore::report))
-        .route(paths::ADMIN, get(admin::page))
-        .route("/admin/usuarios", post(admin::create_user))
-        .route("/admin/usuarios/{name}/token", post(admin::issue_token))
-        .route("/admin/usuarios/{name}/desactivar", post(admin::not_yet))
-        .route("/admin/tokens/{id}/revocar", post(admin::not_yet))
-        .route("/admin/equipos", post(admin::create_device))
-        .route(
-            "/admin/equipos/{apr}/{device}/clave",
-            post(admin::rotate_device),
-        )
-        .route("/admin/aprs", post(admin::upsert_apr))
-        .route("/admin/umbrales", post(admin::set_override))
-        .route(
-            "/admin/umbrales/{apr}/{key}/eliminar",
-            post(admin::delete_override),
-        )
-        .route("/admin/intervenciones", post(admin::not_yet))
+    let mut by_path: Vec<(&'static str, MethodRouter<Ui>)> = Vec::new();
+    for r in routes() {
+        match by_path.iter_mut().find(|(p, _)| *p == r.rule.path) {
+            Some((_, h)) => *h = std::mem::take(h).merge(r.handler),
+            None => by_path.push((r.rule.path, r.handler)),
+        }
+    }
+    let mut router = Router::new();
+    for (path, handler) in by_path {
+        router = router.route(path, handler);
+    }
+    router
         .layer(from_fn_with_state(ui.clone(), csrf_guard))
         .layer(from_fn(catch_panic))
         .with_state(ui)
@@ -289,6 +566,8 @@ pub(crate) struct Ctx {
     pub path: String,
     secure: bool,
     nonce: String,
+    /// The client's address, when the server knows it.
+    peer: Option<std::net::IpAddr>,
 }
 
 fn lang_of(parts_query: Option<&str>, headers: &HeaderMap) -> (Lang, bool) {
@@ -352,6 +631,10 @@ impl FromRequestParts<Ui> for Ctx {
                 .map_or_else(|| parts.uri.path().to_owned(), |p| p.as_str().to_owned()),
             secure: ui.inner.secure_cookies || is_https(&parts.headers, &parts.uri),
             nonce: hex::encode(rand::random::<[u8; 16]>()),
+            peer: parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical()),
         })
     }
 }
@@ -743,25 +1026,19 @@ async fn login(ctx: Ctx, Form(form): Form<HashMap<String, String>>) -> Response 
     let password = form.get("password").cloned().unwrap_or_default();
     let next = local_path(form.get("next").map(String::as_str));
     let now = Instant::now();
-    {
-        let mut f = ctx
-            .ui
-            .inner
-            .login_failures
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner);
-        f.retain(|_, (at, _)| now.saturating_duration_since(*at) < LOGIN_FAILURE_WINDOW);
-        if f.get(&username)
-            .is_some_and(|(_, n)| *n >= MAX_LOGIN_FAILURES)
-        {
-            return login_page(
-                &ctx,
-                StatusCode::TOO_MANY_REQUESTS,
-                &username,
-                next,
-                Some(LoginError::TooManyAttempts),
-            );
-        }
+    let throttle = &ctx.ui.inner.throttle;
+    let throttled = |ctx: &Ctx, next| {
+        login_page(
+            ctx,
+            StatusCode::TOO_MANY_REQUESTS,
+            &username,
+            next,
+            Some(LoginError::TooManyAttempts),
+        )
+    };
+    if throttle.blocked(&username, ctx.peer, now) {
+        tracing::info!(%username, peer = ?ctx.peer, "UI login throttled");
+        return throttled(&ctx, next);
     }
     let ui = ctx.ui.clone();
     let (name, pass) = (username.clone(), password);
@@ -769,16 +1046,11 @@ async fn login(ctx: Ctx, Form(form): Form<HashMap<String, String>>) -> Response 
     let principal = match found {
         Ok(Some(p)) if view_role(p.role).is_some() => p,
         Ok(_) => {
-            let mut f = ctx
-                .ui
-                .inner
-                .login_failures
-                .lock()
-                .unwrap_or_else(PoisonError::into_inner);
-            let e = f.entry(username.clone()).or_insert((now, 0));
-            e.1 += 1;
-            drop(f);
-            tracing::info!(%username, "UI login refused");
+            let locked = throttle.failed(&username, ctx.peer, now);
+            tracing::info!(%username, peer = ?ctx.peer, locked, "UI login refused");
+            if locked {
+                return throttled(&ctx, next);
+            }
             return login_page(
                 &ctx,
                 StatusCode::UNAUTHORIZED,
@@ -792,12 +1064,7 @@ async fn login(ctx: Ctx, Form(form): Form<HashMap<String, String>>) -> Response 
     if let Some(old) = &ctx.session {
         ctx.ui.inner.sessions.remove(&old.id);
     }
-    ctx.ui
-        .inner
-        .login_failures
-        .lock()
-        .unwrap_or_else(PoisonError::into_inner)
-        .remove(&username);
+    throttle.succeeded(&username);
     let role = view_role(principal.role);
     let s = ctx.ui.inner.sessions.create(principal, now);
     tracing::info!(%username, "UI login");

@@ -521,7 +521,23 @@ pub(super) async fn acknowledge(
             ))
         })?;
         match alerting.acknowledge(id, &p.user, comment).await {
-            Ok(_) => Ok(ctx.see_other(&back)),
+            Ok(after) => {
+                let (before, after) = (alert.to_json(), after.to_json());
+                let entry = crate::audit::AuditEntry::now(
+                    &p.user,
+                    crate::audit::Via::Ui,
+                    "alert.acknowledge",
+                    Some(&alert.apr),
+                    id.to_string(),
+                    Some(before),
+                    Some(after),
+                );
+                let ui_audit = ctx.ui.clone();
+                blocking(move || crate::audit::record(ui_audit.app().registry(), entry))
+                    .await
+                    .map_err(|e| ctx.fail(e))?;
+                Ok(ctx.see_other(&back))
+            }
             Err(Error::NotFound(_)) | Err(Error::Conflict(_)) => Ok(ctx.see_other(&back)),
             Err(e) => Err(ctx.fail(e)),
         }
@@ -625,9 +641,32 @@ pub(super) async fn dpd(
             tracing::info!(error = %e, "DPD check refused");
             bad()
         })?;
-        blocking(move || ui.app().analysis().insert_field_record(record))
-            .await
-            .map_err(|e| ctx.fail(e))?;
+        let user = p.user.clone();
+        blocking(move || {
+            let mut record = record;
+            record.id = ui.app().analysis().insert_field_record(record.clone())?;
+            let after = Some(serde_json::json!({
+                "id": record.id,
+                "apr": record.apr,
+                "kind": record.kind,
+                "taken_at": crate::alerting::rfc3339_ms(record.taken_at_ms),
+                "value": record.value,
+                "note": record.note,
+                "recorded_by": record.recorded_by,
+            }));
+            let entry = crate::audit::AuditEntry::now(
+                &user,
+                crate::audit::Via::Ui,
+                "field_record.create",
+                Some(&record.apr),
+                record.id.to_string(),
+                None,
+                after,
+            );
+            crate::audit::record(ui.app().registry(), entry)
+        })
+        .await
+        .map_err(|e| ctx.fail(e))?;
         Ok(ctx.see_other(&format!("/operador/{}#dpd", apr.id)))
     }
     inner(&ctx, &id, &form).await.unwrap_or_else(|r| r)
