@@ -490,11 +490,24 @@ async fn the_same_pack_published_twice_is_stored_once_and_acknowledged_both_time
         })
         .await;
         assert!(acked.is_ok(), "round {round}: no ack naming bt {bt}");
-        let after = get_text(&http, &metrics_url).await;
-        let stored = prom_value(&after, "apr_readings_stored_total")
-            - prom_value(&before, "apr_readings_stored_total");
-        let dups = prom_value(&after, "apr_readings_duplicate_total")
-            - prom_value(&before, "apr_readings_duplicate_total");
+        // The ack comes once the gateway's spool holds the pack (fsync);
+        // the server stores it right after: wait for its counters to move.
+        let (stored, dups) = eventually(
+            Duration::from_secs(10),
+            "the pack reaches the store",
+            || {
+                let (http, url, before) = (&http, &metrics_url, &before);
+                async move {
+                    let after = get_text(http, url).await;
+                    let stored = prom_value(&after, "apr_readings_stored_total")
+                        - prom_value(before, "apr_readings_stored_total");
+                    let dups = prom_value(&after, "apr_readings_duplicate_total")
+                        - prom_value(before, "apr_readings_duplicate_total");
+                    (stored + dups >= 2.0).then_some((stored, dups))
+                }
+            },
+        )
+        .await;
         if round == 1 {
             assert!(dups >= 2.0, "the repeat counts as duplicates (got {dups})");
         } else {
