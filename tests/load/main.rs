@@ -475,6 +475,8 @@ async fn run(args: Args) -> bool {
             });
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut lat = Vec::new();
+            // Probes published (a probe that timed out may still be stored).
+            let mut probes = 0u64;
             let mut k = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 k += 1;
@@ -495,6 +497,7 @@ async fn run(args: Args) -> bool {
                 {
                     break;
                 }
+                probes += 1;
                 let ts = chrono::DateTime::from_timestamp(bt as i64, 0)
                     .expect("t")
                     .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
@@ -512,7 +515,7 @@ async fn run(args: Args) -> bool {
                 }
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            lat
+            (lat, probes)
         })
     };
 
@@ -550,7 +553,7 @@ async fn run(args: Args) -> bool {
         unacked += left;
         site_reports.push(reports);
     }
-    let mut lat = probe.await.unwrap_or_default();
+    let (mut lat, probes) = probe.await.unwrap_or_default();
     progress.abort();
     lat.sort_by(f64::total_cmp);
     // With a disk spool the devices are acknowledged once their packs are on
@@ -558,7 +561,7 @@ async fn run(args: Args) -> bool {
     // server has stored every published reading (or after two minutes).
     let expected = stored0
         + counters.packs_sent.load(Ordering::Relaxed) * (per_pack * metrics().len()) as u64
-        + lat.len() as u64;
+        + probes;
     let wait_until = Instant::now() + Duration::from_secs(120);
     while state.series().readings_stored() < expected && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -576,7 +579,7 @@ async fn run(args: Args) -> bool {
     let acked_readings = counters.readings_acked.load(Ordering::Relaxed);
     let published_readings = sent_packs * (per_pack * metrics().len()) as u64;
     // Probe readings are stored too; count only the sites' own.
-    let stored = state.series().readings_stored() - stored0 - lat.len() as u64;
+    let stored = state.series().readings_stored() - stored0 - probes;
     let rss = rss_mib();
     let resent = counters.packs_resent.load(Ordering::Relaxed);
     let rate = stored as f64 / elapsed.as_secs_f64();
