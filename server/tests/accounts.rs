@@ -614,7 +614,7 @@ fn no_secret_reaches_a_debug_log_of_a_full_flow() {
             ("/admin/usuarios/olga/token", String::new()),
             (
                 "/admin/usuarios",
-                format!("username=nuevo&role=engineer&password=otra-clave-larga-9&scope="),
+                "username=nuevo&role=engineer&password=otra-clave-larga-9&scope=".to_string(),
             ),
         ] {
             let req = Request::post(path)
