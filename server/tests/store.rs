@@ -99,6 +99,37 @@ fn a_reopened_store_keeps_its_readings_and_their_count() {
 }
 
 #[test]
+fn multi_row_inserts_count_each_reading_once_whatever_the_chunk() {
+    // Readings go to SQLite in chunks of 64 rows and then power-of-two
+    // chunks (writer.rs): 203 = 3 × 64 + 8 + 2 + 1 exercises every size,
+    // with repeats inside one chunk, across chunks, and of stored readings.
+    let (_dir, s) = store();
+    let first = s
+        .write_batch(batch(OP_APR, "d1", Metric::Flow, &[(T0 + 5_000, 9.0)]))
+        .unwrap();
+    assert_eq!((first.stored, first.duplicates), (1, 0));
+    let mut points: Vec<(i64, f64)> = (0..200).map(|i| (T0 + i * 1000, i as f64)).collect();
+    points.push((T0 + 3_000, 99.0)); // repeats reading 3 of this batch
+    points.push((T0 + 199_000, 99.0)); // repeats the last reading, in another chunk
+    points.push((T0 + 1_000, 99.0)); // repeats reading 1, in the last one-row chunk
+    assert_eq!(points.len(), 203);
+    let ack = s
+        .write_batch(batch(OP_APR, "d1", Metric::Flow, &points))
+        .unwrap();
+    // Reading 5 was stored before; the three repeats are ignored.
+    assert_eq!((ack.stored, ack.duplicates), (199, 4));
+    assert_eq!(s.readings_stored(), 200);
+    let stored = s.readings(&query(OP_APR, Metric::Flow, None)).unwrap();
+    assert_eq!(stored.len(), 200);
+    // The first value of a key wins: the earlier batch's, then the batch's first.
+    let value_at = |t: i64| stored.iter().find(|p| p.t_ms == t).map(|p| p.v);
+    assert_eq!(value_at(T0 + 5_000), Some(9.0));
+    assert_eq!(value_at(T0 + 3_000), Some(3.0));
+    assert_eq!(value_at(T0 + 1_000), Some(1.0));
+    assert_eq!(value_at(T0 + 199_000), Some(199.0));
+}
+
+#[test]
 fn buckets_start_at_the_floor_of_time_over_step_even_before_1970() {
     let (_dir, s) = store();
     s.write_batch(batch(
