@@ -123,23 +123,8 @@ pub fn probe_verdict(
     else {
         return Ok((None, newest));
     };
-    let margin = a.probe_match_minutes * 60_000;
-    let mut probe = Vec::new();
-    for (t, _, _) in &checks {
-        probe.extend(series.readings(&SeriesQuery {
-            apr,
-            metric: Metric::Chlorine,
-            device: Some(&device),
-            from_ms: t - margin,
-            to_ms: t + margin,
-            step_ms: None,
-            limit: 10_000,
-        })?);
-    }
-    probe.sort_by_key(|p| p.t_ms);
-    probe.dedup_by_key(|p| p.t_ms);
     let dpd: Vec<(i64, f64)> = checks.iter().map(|c| (c.0, c.1)).collect();
-    let comparisons = compare_dpd(&dpd, &probe, a);
+    let comparisons = dpd_against_probe(series, apr, Some(&device), &dpd, a)?;
     let Some(last) = comparisons.last() else {
         return Ok((None, newest));
     };
@@ -161,6 +146,34 @@ pub fn probe_verdict(
         }),
         newest,
     ))
+}
+
+/// The DPD checks `dpd` (time, mg/L) of `apr` matched with the chlorine
+/// probe's readings (of `device`, or any) within the match window, as
+/// [`compare_dpd`] does.
+fn dpd_against_probe(
+    series: &dyn SeriesStore,
+    apr: &str,
+    device: Option<&str>,
+    dpd: &[(i64, f64)],
+    a: &AssessmentLimits,
+) -> Result<Vec<crate::field::DpdComparison>> {
+    let margin = a.probe_match_minutes * 60_000;
+    let mut probe = Vec::new();
+    for (t, _) in dpd {
+        probe.extend(series.readings(&SeriesQuery {
+            apr,
+            metric: Metric::Chlorine,
+            device,
+            from_ms: t - margin,
+            to_ms: t + margin,
+            step_ms: None,
+            limit: 10_000,
+        })?);
+    }
+    probe.sort_by_key(|p| p.t_ms);
+    probe.dedup_by_key(|p| p.t_ms);
+    Ok(compare_dpd(dpd, &probe, a))
 }
 
 /// How far back [`probe_verdict`] looks for DPD checks, days.
@@ -200,22 +213,7 @@ pub fn compute(
         .filter(|f| f.kind == FieldKind::DpdChlorine)
         .filter_map(|f| Some((f.taken_at_ms, f.value?)))
         .collect();
-    let margin = a.probe_match_minutes * 60_000;
-    let mut probe = Vec::new();
-    for (t, _) in &dpd {
-        probe.extend(series.readings(&SeriesQuery {
-            apr: &apr.id,
-            metric: Metric::Chlorine,
-            device: None,
-            from_ms: t - margin,
-            to_ms: t + margin,
-            step_ms: None,
-            limit: 10_000,
-        })?);
-    }
-    probe.sort_by_key(|p| p.t_ms);
-    probe.dedup_by_key(|p| p.t_ms);
-    let comparisons = compare_dpd(&dpd, &probe, a);
+    let comparisons = dpd_against_probe(series, &apr.id, None, &dpd, a)?;
     let days = u32::try_from((last_day - first).num_days() + 1).unwrap_or(1);
     let components = rules::assess(&rules::Inputs {
         window: &window,
