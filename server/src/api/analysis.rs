@@ -209,9 +209,10 @@ fn probe_checks(state: &AppState, all: bool, now: i64) -> Result<()> {
             apr,
             &AssessmentLimits::default(),
             now,
+            if all { i64::MIN } else { since },
         );
         match verdict {
-            Ok((Some(check), Some(newest))) if all || newest >= since => {
+            Ok(Some(check)) => {
                 tracing::debug!(apr, drift = ?check.drift, "probe check");
                 if let Err(e) = alerting.probe_check_blocking(check) {
                     tracing::warn!(apr, error = %e, "probe check not handed to the alerts");

@@ -91,19 +91,21 @@ impl Assessment {
 
 /// What an APR's DPD checks of the last [`PROBE_LOOKBACK_DAYS`] say about
 /// its chlorine probe now, for the alert engine
-/// ([`crate::alerting::engine::Engine::on_probe_check`]): `None` when no
-/// check matches a probe reading or the latest checks neither drift nor
-/// agree (a single check off: wait for the next); otherwise the verdict,
-/// drifting by [`probe_drift`](crate::field::probe_drift) or agreeing
-/// (the latest check within tolerance). Answers also the newest
-/// `recorded_at` seen, so the caller asks again only after new checks.
+/// ([`crate::alerting::engine::Engine::on_probe_check`]), when one of them
+/// was recorded at or after `recorded_since` (ms; `i64::MIN`: always).
+/// `None` also when no check matches a probe reading or the latest checks
+/// neither drift nor agree (a single check off: wait for the next);
+/// otherwise the verdict, drifting by
+/// [`probe_drift`](crate::field::probe_drift) or agreeing (the latest check
+/// within tolerance).
 pub fn probe_verdict(
     series: &dyn SeriesStore,
     analysis: &dyn AnalysisStore,
     apr: &str,
     a: &AssessmentLimits,
     now_ms: i64,
-) -> Result<(Option<ProbeCheck>, Option<i64>)> {
+    recorded_since: i64,
+) -> Result<Option<ProbeCheck>> {
     let field = analysis.field_records(
         apr,
         now_ms - i64::from(PROBE_LOOKBACK_DAYS) * 86_400_000,
@@ -114,19 +116,21 @@ pub fn probe_verdict(
         .filter(|f| f.kind == FieldKind::DpdChlorine)
         .filter_map(|f| Some((f.taken_at_ms, f.value?, f.recorded_at_ms)))
         .collect();
-    let newest = checks.iter().map(|c| c.2).max();
+    if !checks.iter().any(|c| c.2 >= recorded_since) {
+        return Ok(None);
+    }
     let Some(device) = series
         .latest(apr)?
         .into_iter()
         .find(|l| l.metric == Metric::Chlorine)
         .map(|l| l.device)
     else {
-        return Ok((None, newest));
+        return Ok(None);
     };
     let dpd: Vec<(i64, f64)> = checks.iter().map(|c| (c.0, c.1)).collect();
     let comparisons = dpd_against_probe(series, apr, Some(&device), &dpd, a)?;
     let Some(last) = comparisons.last() else {
-        return Ok((None, newest));
+        return Ok(None);
     };
     let drift = match crate::field::probe_drift(&comparisons, a) {
         Some(d) => {
@@ -135,17 +139,14 @@ pub fn probe_verdict(
             Some((mean, last.tolerance_mg_l))
         }
         None if last.difference_mg_l.abs() <= last.tolerance_mg_l => None,
-        None => return Ok((None, newest)),
+        None => return Ok(None),
     };
-    Ok((
-        Some(ProbeCheck {
-            apr: apr.to_owned(),
-            device,
-            drift,
-            at_ms: last.taken_at_ms,
-        }),
-        newest,
-    ))
+    Ok(Some(ProbeCheck {
+        apr: apr.to_owned(),
+        device,
+        drift,
+        at_ms: last.taken_at_ms,
+    }))
 }
 
 /// The DPD checks `dpd` (time, mg/L) of `apr` matched with the chlorine
