@@ -171,10 +171,19 @@ async fn the_demo_serves_the_programme_figures_and_a_month_of_history_for_every_
                 rfc3339(from),
                 rfc3339(now + 60.0),
             );
-            let (status, body) = get_json(&http, &url, Some(&admin)).await;
-            assert_eq!(status, 200, "{url}: {body}");
-            let days = body["points"].as_array().expect("points").len();
-            assert!(days >= 30, "{id} {m}: only {days} daily buckets of 30 days");
+            // Acknowledged means on the gateway's disk; the spool reaches
+            // the server moments later.
+            let what = format!("{id} {m}: 30 daily buckets of 30 days");
+            eventually(Duration::from_secs(60), &what, || {
+                let (http, url, admin) = (http.clone(), url.clone(), admin.clone());
+                async move {
+                    let (status, body) = get_json(&http, &url, Some(&admin)).await;
+                    assert_eq!(status, 200, "{url}: {body}");
+                    let days = body["points"].as_array().expect("points").len();
+                    (days >= 30).then_some(())
+                }
+            })
+            .await;
         }
     }
     // The recorded intervention (the operator's APR had its empty

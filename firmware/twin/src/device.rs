@@ -81,13 +81,20 @@ pub struct DeviceCounters {
 struct Pending {
     payload: Vec<u8>,
     readings: u64,
-    sent_at: Instant,
+    /// `None`: not published yet (it was made while the device was not
+    /// subscribed to its `ack` topic).
+    sent_at: Option<Instant>,
 }
 
 #[derive(Default)]
 struct Outbox {
     /// Keyed by `bt` in milliseconds (unique per device and pack).
     packs: BTreeMap<i64, Pending>,
+    /// Whether the current connection has (queued) its `ack` subscription.
+    /// Like the board, the device publishes packs only then: an ack sent
+    /// before the broker has the subscription would be lost and the pack
+    /// resent only after `resend_after`.
+    subscribed: bool,
 }
 
 /// A connected simulated device.
@@ -144,49 +151,99 @@ impl SimDevice {
             let closing = closing.clone();
             let resend_after = opts.resend_after;
             let span = info_span!("device", apr = %opts.apr, device = %opts.device);
+            // The resend timer runs in its own task: `EventLoop::poll` must
+            // never be cancelled (a poll dropped while connecting leaves a
+            // half-open socket whose late CONNECT takes over, and so kills,
+            // the device's live session), so nothing is `select!`ed with it.
+            let resender = {
+                let (client, outbox, counters, up_topic, closing) = (
+                    client.clone(),
+                    outbox.clone(),
+                    counters.clone(),
+                    up_topic.clone(),
+                    closing.clone(),
+                );
+                tokio::spawn(
+                    async move {
+                        let period = (resend_after / 2).max(Duration::from_millis(10));
+                        let mut tick =
+                            tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+                        while !closing.load(Ordering::Relaxed) {
+                            tick.tick().await;
+                            resend(&client, &outbox, &up_topic, &counters, resend_after).await;
+                        }
+                    }
+                    .instrument(span.clone()),
+                )
+            };
             tokio::spawn(
                 async move {
                     let mut connected_before = false;
-                    let mut resend_tick =
-                        tokio::time::interval((resend_after / 2).max(Duration::from_millis(10)));
                     loop {
-                        tokio::select! {
-                            ev = eventloop.poll() => match ev {
-                                Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                                    debug!("connected");
-                                    if client.subscribe(&ack_topic, QoS::AtLeastOnce).await.is_err()
-                                        || client.publish(&status, QoS::AtLeastOnce, true, "online").await.is_err()
-                                    {
-                                        return;
+                        match eventloop.poll().await {
+                            Ok(Event::Incoming(Packet::ConnAck(_))) => {
+                                debug!("connected");
+                                // Subscribing, `online` and then the packs made
+                                // meanwhile (after a reconnect: every
+                                // unacknowledged pack, oldest first) go from
+                                // another task: this one drains the client's
+                                // request channel and must not wait for room
+                                // in it.
+                                let due = if connected_before {
+                                    counters.reconnects.fetch_add(1, Ordering::Relaxed);
+                                    Due::All
+                                } else {
+                                    Due::OlderThan(Duration::MAX)
+                                };
+                                let (client, outbox, counters, up_topic, ack_topic, status) = (
+                                    client.clone(),
+                                    outbox.clone(),
+                                    counters.clone(),
+                                    up_topic.clone(),
+                                    ack_topic.clone(),
+                                    status.clone(),
+                                );
+                                tokio::spawn(
+                                    async move {
+                                        if client
+                                            .subscribe(&ack_topic, QoS::AtLeastOnce)
+                                            .await
+                                            .is_err()
+                                            || client
+                                                .publish(&status, QoS::AtLeastOnce, true, "online")
+                                                .await
+                                                .is_err()
+                                        {
+                                            return;
+                                        }
+                                        on_subscribed(&client, &outbox, &up_topic, &counters, due)
+                                            .await;
                                     }
-                                    // After a reconnect everything unacknowledged goes
-                                    // again, oldest first (on the first connection the
-                                    // packs are still queued in the client).
-                                    if connected_before {
-                                        counters.reconnects.fetch_add(1, Ordering::Relaxed);
-                                        resend(&client, &outbox, &up_topic, &counters, Duration::ZERO).await;
-                                    }
-                                    connected_before = true;
+                                    .in_current_span(),
+                                );
+                                connected_before = true;
+                            }
+                            Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
+                                handle_ack(&p.payload, &outbox, &counters);
+                                acked.notify_waiters();
+                            }
+                            Ok(_) => {}
+                            Err(rumqttc::ConnectionError::RequestsDone) => break,
+                            // After our own DISCONNECT: done, no reconnection.
+                            Err(_) if closing.load(Ordering::Relaxed) => break,
+                            Err(e) => {
+                                // Packs made from now on wait in the outbox for
+                                // the next connection's subscription.
+                                if let Ok(mut ob) = outbox.lock() {
+                                    ob.subscribed = false;
                                 }
-                                Ok(Event::Incoming(Packet::Publish(p))) if p.topic == ack_topic => {
-                                    handle_ack(&p.payload, &outbox, &counters);
-                                    acked.notify_waiters();
-                                }
-                                Ok(_) => {}
-                                Err(rumqttc::ConnectionError::RequestsDone) => return,
-                                // After our own DISCONNECT: done, no reconnection.
-                                Err(_) if closing.load(Ordering::Relaxed) => return,
-                                Err(e) => {
-                                    counters.connection_errors.fetch_add(1, Ordering::Relaxed);
-                                    debug!(error = %e, "connection lost; retrying");
-                                    tokio::time::sleep(Duration::from_millis(500)).await;
-                                }
-                            },
-                            _ = resend_tick.tick() => {
-                                resend(&client, &outbox, &up_topic, &counters, resend_after).await;
+                                counters.connection_errors.fetch_add(1, Ordering::Relaxed);
+                                debug!(error = %e, "connection lost; retrying");
+                                tokio::time::sleep(Duration::from_millis(500)).await;
                             }
                         }
                     }
+                    resender.abort();
                 }
                 .instrument(span),
             );
@@ -226,20 +283,27 @@ impl SimDevice {
                         reason: format!("{e:?}"),
                     })?;
             let payload = buf[..len].to_vec();
-            if let Ok(mut ob) = self.outbox.lock() {
-                ob.packs.insert(
-                    bt_key(bt),
-                    Pending {
-                        payload: payload.clone(),
-                        readings: n as u64,
-                        sent_at: Instant::now(),
-                    },
-                );
+            let publish_now = match self.outbox.lock() {
+                Ok(mut ob) => {
+                    let subscribed = ob.subscribed;
+                    ob.packs.insert(
+                        bt_key(bt),
+                        Pending {
+                            payload: payload.clone(),
+                            readings: n as u64,
+                            sent_at: subscribed.then(Instant::now),
+                        },
+                    );
+                    subscribed
+                }
+                Err(_) => true,
+            };
+            if publish_now {
+                self.client
+                    .publish(&self.up_topic, QoS::AtLeastOnce, false, payload)
+                    .await
+                    .map_err(|_| TwinError::ClientStopped(self.up_topic.clone()))?;
             }
-            self.client
-                .publish(&self.up_topic, QoS::AtLeastOnce, false, payload)
-                .await
-                .map_err(|_| TwinError::ClientStopped(self.up_topic.clone()))?;
             self.counters.packs_sent.fetch_add(1, Ordering::Relaxed);
             done += n;
             packs += 1;
@@ -308,6 +372,33 @@ fn handle_ack(payload: &[u8], outbox: &Mutex<Outbox>, counters: &DeviceCounters)
     }
 }
 
+/// Which packs [`resend`] publishes.
+#[derive(Debug, Clone, Copy)]
+enum Due {
+    /// Published before and not acknowledged for this long.
+    OlderThan(Duration),
+    /// Every pack in the outbox (after a reconnect: the new session knows
+    /// none of them).
+    All,
+}
+
+/// Marks the device subscribed (the `ack` subscription is queued ahead of
+/// everything published from now on) and publishes what is due: packs never
+/// published, and with [`Due::All`] every other one too.
+async fn on_subscribed(
+    client: &AsyncClient,
+    outbox: &Mutex<Outbox>,
+    up_topic: &str,
+    counters: &DeviceCounters,
+    due: Due,
+) {
+    if let Ok(mut ob) = outbox.lock() {
+        ob.subscribed = true;
+    }
+    publish_due(client, outbox, up_topic, counters, due, usize::MAX).await;
+}
+
+/// Resends packs unacknowledged for `older_than` (at most 256 a call).
 async fn resend(
     client: &AsyncClient,
     outbox: &Mutex<Outbox>,
@@ -315,20 +406,52 @@ async fn resend(
     counters: &DeviceCounters,
     older_than: Duration,
 ) {
-    let due: Vec<Vec<u8>> = {
-        let Ok(mut ob) = outbox.lock() else { return };
-        let now = Instant::now();
-        ob.packs
-            .values_mut()
-            .filter(|p| now.duration_since(p.sent_at) >= older_than)
-            .take(256)
-            .map(|p| {
-                p.sent_at = now;
-                p.payload.clone()
-            })
-            .collect()
+    publish_due(
+        client,
+        outbox,
+        up_topic,
+        counters,
+        Due::OlderThan(older_than),
+        256,
+    )
+    .await;
+}
+
+/// The payloads to publish now (each with "first time?"), marked as sent at
+/// `now`: nothing while the device is not subscribed; packs never published;
+/// and those `due` names, oldest first, at most `most` in all.
+fn take_due(ob: &mut Outbox, due: Due, most: usize, now: Instant) -> Vec<(Vec<u8>, bool)> {
+    if !ob.subscribed {
+        return Vec::new();
+    }
+    ob.packs
+        .values_mut()
+        .filter(|p| match (due, p.sent_at) {
+            (_, None) | (Due::All, _) => true,
+            (Due::OlderThan(age), Some(at)) => now.duration_since(at) >= age,
+        })
+        .take(most)
+        .map(|p| {
+            let first = p.sent_at.is_none();
+            p.sent_at = Some(now);
+            (p.payload.clone(), first)
+        })
+        .collect()
+}
+
+async fn publish_due(
+    client: &AsyncClient,
+    outbox: &Mutex<Outbox>,
+    up_topic: &str,
+    counters: &DeviceCounters,
+    due: Due,
+    most: usize,
+) {
+    let due = match outbox.lock() {
+        Ok(mut ob) => take_due(&mut ob, due, most, Instant::now()),
+        Err(_) => return,
     };
-    for payload in due {
+    for (payload, first) in due {
         if client
             .publish(up_topic, QoS::AtLeastOnce, false, payload)
             .await
@@ -336,7 +459,9 @@ async fn resend(
         {
             return;
         }
-        counters.packs_resent.fetch_add(1, Ordering::Relaxed);
+        if !first {
+            counters.packs_resent.fetch_add(1, Ordering::Relaxed);
+        }
     }
 }
 
@@ -353,7 +478,7 @@ mod tests {
                 Pending {
                     payload: vec![],
                     readings: n,
-                    sent_at: Instant::now(),
+                    sent_at: Some(Instant::now()),
                 },
             );
         }
@@ -364,5 +489,43 @@ mod tests {
         assert_eq!(c.readings_acked.load(Ordering::Relaxed), 3);
         handle_ack(b"not json", &ob, &c);
         assert_eq!(ob.lock().unwrap().packs.len(), 1);
+    }
+
+    #[test]
+    fn packs_wait_for_the_ack_subscription_and_resends_take_only_what_is_due() {
+        let t0 = Instant::now();
+        let mut ob = Outbox::default();
+        for (k, sent_at) in [
+            (1, None),
+            (2, Some(t0)),
+            (3, Some(t0 + Duration::from_secs(9))),
+        ] {
+            ob.packs.insert(
+                k,
+                Pending {
+                    payload: vec![k as u8],
+                    readings: 1,
+                    sent_at,
+                },
+            );
+        }
+        let now = t0 + Duration::from_secs(10);
+        // Not subscribed: nothing goes, whatever is due.
+        assert!(take_due(&mut ob, Due::All, usize::MAX, now).is_empty());
+        ob.subscribed = true;
+        // First subscription: only the pack never published.
+        let first = take_due(&mut ob, Due::OlderThan(Duration::MAX), usize::MAX, now);
+        assert_eq!(first, vec![(vec![1], true)]);
+        // The resend timer: only what waited at least `older_than`.
+        let old = take_due(
+            &mut ob,
+            Due::OlderThan(Duration::from_secs(5)),
+            usize::MAX,
+            now,
+        );
+        assert_eq!(old, vec![(vec![2], false)]);
+        // After a reconnect: everything, oldest first, as resends; `most` caps it.
+        let all = take_due(&mut ob, Due::All, 2, now);
+        assert_eq!(all, vec![(vec![1], false), (vec![2], false)]);
     }
 }
