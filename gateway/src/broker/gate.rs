@@ -50,6 +50,7 @@ const READ_CHUNK: usize = 32 * 1024;
 pub(crate) struct GateCounters {
     pub connections_accepted: AtomicU64,
     pub connections_refused: AtomicU64,
+    pub connections_abandoned: AtomicU64,
     pub publishes_denied: AtomicU64,
     pub subscribes_denied: AtomicU64,
 }
@@ -61,6 +62,11 @@ pub struct GateStats {
     pub connections_accepted: u64,
     /// Connections refused (bad or missing login, foreign will, MQTT 5, not a CONNECT).
     pub connections_refused: u64,
+    /// Connections whose client had already closed its side when the gate
+    /// got to its CONNECT (it gave up waiting while the connection sat in
+    /// the accept queue); not passed on, so they cannot take over the
+    /// session of the client's live reconnection.
+    pub connections_abandoned: u64,
     /// PUBLISH packets to topics not the device's own (not forwarded).
     pub publishes_denied: u64,
     /// SUBSCRIBE packets with a filter not the device's own (not forwarded).
@@ -72,6 +78,7 @@ impl GateCounters {
         GateStats {
             connections_accepted: self.connections_accepted.load(Relaxed),
             connections_refused: self.connections_refused.load(Relaxed),
+            connections_abandoned: self.connections_abandoned.load(Relaxed),
             publishes_denied: self.publishes_denied.load(Relaxed),
             subscribes_denied: self.subscribes_denied.load(Relaxed),
         }
@@ -294,6 +301,23 @@ async fn read_packet<R: AsyncRead + Unpin>(
     }
 }
 
+/// Whether the client has already closed its side: end of stream right
+/// behind what was read (without waiting; any data that is there is
+/// appended to `buf`). A client whose connect timed out while its
+/// connection waited in the accept queue (a reconnect storm) left its
+/// CONNECT behind; passing that on would take over, and so end, the session
+/// of the same client's live retry.
+async fn client_gone<R: AsyncRead + Unpin>(
+    cr: &mut R,
+    buf: &mut BytesMut,
+) -> Result<bool, std::io::Error> {
+    tokio::select! {
+        biased;
+        more = read_more(cr, buf) => Ok(!more?),
+        () = std::future::ready(()) => Ok(false),
+    }
+}
+
 /// Refuses a connection with a CONNACK and closes it.
 async fn refuse<W: AsyncWrite + Unpin>(mut w: W, connack: &[u8], shared: &GateShared) {
     shared.counters.connections_refused.fetch_add(1, Relaxed);
@@ -403,6 +427,11 @@ where
             return Ok(());
         }
     };
+    if client_gone(&mut cr, &mut buf).await? {
+        shared.counters.connections_abandoned.fetch_add(1, Relaxed);
+        info!(%username, client_id = %connect.client_id, "the client closed before its CONNECT was handled; not passed on");
+        return Ok(());
+    }
     let broker = match TcpStream::connect(shared.internal_addr).await {
         Ok(b) => b,
         Err(e) => {
@@ -680,6 +709,80 @@ mod tests {
             decide_connect(&c, &dir),
             ConnectDecision::Refuse(ConnectReturnCode::NotAuthorized, _)
         ));
+    }
+
+    /// A client that gave up on a connection (its connect timeout) while it
+    /// waited in the accept queue leaves a CONNECT and an end of stream
+    /// behind. Passed on, that CONNECT would make the broker drop the session
+    /// of the same client's live retry (same client id).
+    #[tokio::test]
+    async fn a_connect_from_a_client_that_already_closed_is_not_passed_on() {
+        use tokio::io::AsyncWriteExt as _;
+        let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let shared = Arc::new(GateShared {
+            directory: Arc::new(DeviceDirectory::new(vec![
+                apr_wire::ingest::GatewayDevice {
+                    apr: "a1".into(),
+                    device: "d1".into(),
+                    mqtt_username: "u1".into(),
+                    mqtt_password_sha256: super::super::password_sha256("pw"),
+                    report_interval_s: 60,
+                    config: serde_json::Value::Null,
+                },
+            ])),
+            internal_addr: internal.local_addr().unwrap(),
+            internal_username: "internal".into(),
+            internal_password: "secret".into(),
+            counters: GateCounters::default(),
+        });
+        let mut c = Connect::new("a1.d1");
+        c.set_login("u1", "pw");
+        let connect = encode(&Packet::Connect(c));
+
+        // Abandoned: the CONNECT, then the end of stream.
+        let (mut client, gate_side) = tokio::io::duplex(4096);
+        client.write_all(&connect).await.unwrap();
+        client.shutdown().await.unwrap();
+        let (cr, cw) = tokio::io::split(gate_side);
+        tokio::time::timeout(Duration::from_secs(5), serve_inner(cr, cw, &shared))
+            .await
+            .expect("the gate ends an abandoned connection at once")
+            .unwrap();
+        assert_eq!(shared.counters.connections_abandoned.load(Relaxed), 1);
+        assert_eq!(shared.counters.connections_accepted.load(Relaxed), 0);
+        assert!(
+            tokio::time::timeout(Duration::from_millis(200), internal.accept())
+                .await
+                .is_err(),
+            "the broker must not see the abandoned CONNECT"
+        );
+
+        // Live: the same CONNECT on an open connection is passed on, with the
+        // internal login.
+        let (mut client, gate_side) = tokio::io::duplex(4096);
+        client.write_all(&connect).await.unwrap();
+        let (cr, cw) = tokio::io::split(gate_side);
+        let gate = {
+            let shared = shared.clone();
+            tokio::spawn(async move { serve_inner(cr, cw, &shared).await })
+        };
+        let (mut broker_side, _) = tokio::time::timeout(Duration::from_secs(5), internal.accept())
+            .await
+            .expect("the gate connects to the broker")
+            .unwrap();
+        let mut got = BytesMut::new();
+        let fh = read_packet(&mut broker_side, &mut got).await.unwrap();
+        let _ = fh;
+        match Packet::read(&mut got, MAX_PACKET_BYTES).unwrap() {
+            Packet::Connect(c) => {
+                assert_eq!(c.client_id, "a1.d1");
+                assert_eq!(c.login.map(|l| l.username).as_deref(), Some("internal"));
+            }
+            other => panic!("expected the CONNECT, got {other:?}"),
+        }
+        assert_eq!(shared.counters.connections_accepted.load(Relaxed), 1);
+        assert_eq!(shared.counters.connections_abandoned.load(Relaxed), 1);
+        gate.abort();
     }
 
     #[test]
