@@ -472,3 +472,19 @@ fn a_disk_that_fills_up_under_block_is_reported_and_recovers() {
     assert_eq!(s.depth().packs, 6);
     assert_eq!(s.health().corrupt_records, 0);
 }
+
+/// A segment named with the last possible id (crafted or corrupted: appends
+/// never get there) makes the spool refuse to open, naming the file, instead
+/// of wrapping its ids around to 0.
+#[test]
+fn a_segment_with_the_last_possible_id_is_refused_with_its_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let name = format!("seg-{:020}.log", u64::MAX);
+    std::fs::write(dir.path().join(&name), b"").unwrap();
+    let Err(e) = DiskSpool::open(opts(dir.path(), 1 << 30, WhenFull::Block)) else {
+        panic!("a spool whose ids would wrap around opened");
+    };
+    let text = e.to_string();
+    assert!(text.contains(&name), "{text}");
+    assert!(text.contains("last possible"), "{text}");
+}

@@ -223,6 +223,18 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
+/// The id after `id`. Appends never get near 2^64 ids; only a crafted or
+/// corrupted file names the last one, and the spool then refuses to open
+/// (saying which file) rather than wrap around and reuse ids.
+fn id_after(id: SpoolId, named_by: &dyn Fn() -> String) -> Result<SpoolId, SpoolError> {
+    id.checked_add(1).ok_or_else(|| {
+        SpoolError::Storage(format!(
+            "{} names spool id {id}, the last possible one: the spool cannot go on; move its directory aside",
+            named_by()
+        ))
+    })
+}
+
 fn storage(context: &str, e: &io::Error) -> SpoolError {
     SpoolError::Storage(format!("{context}: {e}"))
 }
@@ -503,9 +515,10 @@ impl DiskSpool {
                 .read(&path)
                 .map_err(|e| storage(&format!("reading {}", path.display()), &e))?;
             let scan = scan_segment(first, &data);
-            next_id = next_id.max(first + 1);
+            let named_by = || format!("segment {}", path.display());
+            next_id = next_id.max(id_after(first, &named_by)?);
             if let Some(max) = scan.max_id {
-                next_id = next_id.max(max + 1);
+                next_id = next_id.max(id_after(max, &named_by)?);
             }
             if let Some(problem) = &scan.problem {
                 let discarded = data.len() as u64 - scan.valid_len;
@@ -555,8 +568,10 @@ impl DiskSpool {
                 .fetch_add(ledger_data.len() as u64 - ledger_valid, Relaxed);
             warn!(%problem, offset = ledger_valid, "spool ledger: torn or corrupted tail; the packs it named will be forwarded again (the server drops duplicates)");
         }
-        if let Some(max) = released_ids.iter().max() {
-            next_id = next_id.max(max + 1);
+        if let Some(&max) = released_ids.iter().max() {
+            next_id = next_id.max(id_after(max, &|| {
+                format!("the ledger {}", ledger_path.display())
+            })?);
         }
         let released: HashSet<SpoolId> = released_ids.into_iter().collect();
 
