@@ -1,5 +1,6 @@
 //! Hot path of the gateway: decode + validate one SenML pack (issue 7's
-//! micro-benchmarks). `cargo bench -p apr-wire --bench validate`.
+//! micro-benchmarks), and the spool's record checksum.
+//! `cargo bench -p apr-wire --bench validate`.
 
 use apr_wire::encode::PackEncoder;
 use apr_wire::validate::{validate_pack, PackContext};
@@ -72,4 +73,24 @@ fn encode_a_live_pack(b: divan::Bencher) {
         }
         p.finish()
     });
+}
+
+/// CRC-32 of one spool record's size (a live pack's record is ~600 bytes; a
+/// segment is scanned in records like this at start-up): the slice-by-8
+/// table the gateway uses against the firmware's nibble table as the
+/// baseline, in the same run.
+const CRC_SIZES: [usize; 2] = [600, 16 * 1024];
+
+#[divan::bench(args = CRC_SIZES)]
+fn crc32_slice_by_8(b: divan::Bencher, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    b.counter(divan::counter::BytesCount::new(len))
+        .bench(|| apr_wire::checksum::crc32(divan::black_box(&data)));
+}
+
+#[divan::bench(args = CRC_SIZES)]
+fn crc32_nibble_table_baseline(b: divan::Bencher, len: usize) {
+    let data: Vec<u8> = (0..len).map(|i| (i * 31 % 251) as u8).collect();
+    b.counter(divan::counter::BytesCount::new(len))
+        .bench(|| apr_wire::checksum::crc32_nibble_table(divan::black_box(&data)));
 }
