@@ -664,16 +664,21 @@ mod tests {
         );
     }
 
-    #[test]
-    fn connects_need_the_right_login_and_an_own_will() {
-        let dir = DeviceDirectory::new(vec![apr_wire::ingest::GatewayDevice {
+    /// A directory with device a1/d1, username u1, password `pw`.
+    fn one_device() -> DeviceDirectory {
+        DeviceDirectory::new(vec![apr_wire::ingest::GatewayDevice {
             apr: "a1".into(),
             device: "d1".into(),
             mqtt_username: "u1".into(),
             mqtt_password_sha256: super::super::password_sha256("pw"),
             report_interval_s: 60,
             config: serde_json::Value::Null,
-        }]);
+        }])
+    }
+
+    #[test]
+    fn connects_need_the_right_login_and_an_own_will() {
+        let dir = one_device();
         let mut c = Connect::new("c");
         assert_eq!(
             decide_connect(&c, &dir),
@@ -720,16 +725,7 @@ mod tests {
         use tokio::io::AsyncWriteExt as _;
         let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shared = Arc::new(GateShared {
-            directory: Arc::new(DeviceDirectory::new(vec![
-                apr_wire::ingest::GatewayDevice {
-                    apr: "a1".into(),
-                    device: "d1".into(),
-                    mqtt_username: "u1".into(),
-                    mqtt_password_sha256: super::super::password_sha256("pw"),
-                    report_interval_s: 60,
-                    config: serde_json::Value::Null,
-                },
-            ])),
+            directory: Arc::new(one_device()),
             internal_addr: internal.local_addr().unwrap(),
             internal_username: "internal".into(),
             internal_password: "secret".into(),
