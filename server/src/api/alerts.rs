@@ -18,7 +18,7 @@ use axum::Json;
 use serde::Deserialize;
 use serde_json::{json, Value};
 
-use super::aprs::{checked_apr, load, unique_params};
+use super::aprs::{checked_apr, limit_param, load, unique_params};
 use super::principal::require_reader;
 use super::{audit, blocking, AppState};
 use crate::alerting::{AlertKind, AlertState};
@@ -56,18 +56,7 @@ pub(super) async fn list(
             "query parameter 'device' is not a device id".into(),
         ));
     }
-    let limit = match p.get("limit") {
-        None => DEFAULT_ALERTS,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_ALERTS).contains(n))
-            .ok_or_else(|| {
-                Error::InvalidQuery(format!(
-                    "query parameter 'limit': '{v}' is not a whole number from 1 to {MAX_ALERTS}"
-                ))
-            })?,
-    };
+    let limit = limit_param(&p, DEFAULT_ALERTS, MAX_ALERTS)?;
     let aprs = match (p.get("apr"), &caller.scope) {
         (Some(id), _) => Some(vec![checked_apr(&state, &caller, id).await?.id]),
         (None, Scope::All) => None,

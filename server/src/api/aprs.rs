@@ -194,6 +194,23 @@ pub(super) fn unique_params<'a>(
     Ok(map)
 }
 
+/// The `limit` query parameter: `default` when absent, else a whole number
+/// from 1 to `max`.
+pub(super) fn limit_param(p: &HashMap<&str, &str>, default: usize, max: usize) -> Result<usize> {
+    match p.get("limit") {
+        None => Ok(default),
+        Some(v) => v
+            .parse::<usize>()
+            .ok()
+            .filter(|n| (1..=max).contains(n))
+            .ok_or_else(|| {
+                Error::InvalidQuery(format!(
+                    "query parameter 'limit': '{v}' is not a whole number from 1 to {max}"
+                ))
+            }),
+    }
+}
+
 fn parse_time(name: &str, value: &str) -> Result<i64> {
     DateTime::parse_from_rfc3339(value)
         .map(|t| t.timestamp_millis())

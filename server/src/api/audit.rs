@@ -11,7 +11,7 @@ use axum::extract::{Path, Query, State};
 use axum::Json;
 use serde_json::{json, Value};
 
-use super::aprs::{checked_apr, load, unique_params};
+use super::aprs::{checked_apr, limit_param, load, unique_params};
 use super::{blocking, AppState};
 use crate::audit::{self, AuditEntry, AuditQuery, Via};
 use crate::auth::{Principal, Role, Scope};
@@ -41,18 +41,7 @@ pub(super) async fn list(
     require(&caller, &[Role::Admin, Role::Gore], "the audit log")?;
     let Query(pairs) = query?;
     let p = unique_params(&pairs, &["apr", "action", "actor", "since", "limit"])?;
-    let limit = match p.get("limit") {
-        None => DEFAULT_ENTRIES,
-        Some(v) => v
-            .parse::<usize>()
-            .ok()
-            .filter(|n| (1..=MAX_ENTRIES).contains(n))
-            .ok_or_else(|| {
-                Error::InvalidQuery(format!(
-                    "query parameter 'limit': '{v}' is not a whole number from 1 to {MAX_ENTRIES}"
-                ))
-            })?,
-    };
+    let limit = limit_param(&p, DEFAULT_ENTRIES, MAX_ENTRIES)?;
     let since_ms = p
         .get("since")
         .map(|s| {
