@@ -18,7 +18,6 @@ use apr_firmware::{Sample, SampleValue};
 use apr_gateway::config::{GatewayConfig, WhenFull};
 use apr_gateway::spool::{DiskSpool, DiskSpoolOptions, Spool};
 use apr_gateway::{Gateway, HttpSink};
-use apr_server::auth::{self, NewUser, Role};
 use apr_twin::device::{DeviceCounters, DeviceOptions, SimDevice};
 use apr_wire::ingest::IngestPack;
 use apr_wire::validate::Reading;
@@ -59,18 +58,7 @@ fn server_state(dir: &std::path::Path) -> (apr_server::AppState, String, String)
     let fleet = apr_server::fleet::parse(apr::demo::FLEET_CSV, "fleet.csv").expect("fleet");
     apr_server::fleet::import(state.registry(), &fleet).expect("import");
     let apr = fleet.aprs[0].id.clone();
-    auth::create_user(
-        state.registry(),
-        &NewUser {
-            username: "gw-bench".into(),
-            role: Role::Gateway,
-            password: None,
-            aprs: vec![apr.clone()],
-            region: None,
-        },
-    )
-    .expect("gateway user");
-    let token = auth::create_token(state.registry(), "gw-bench", None).expect("token");
+    let token = support::gateway_token(state.registry(), "gw-bench", vec![apr.clone()]);
     (state, apr, token)
 }
 

@@ -26,7 +26,6 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apr_firmware::{Sample, SampleValue};
-use apr_server::auth::{self, NewUser, Role};
 use apr_twin::device::{DeviceCounters, DeviceOptions, SimDevice};
 use apr_wire::Metric;
 use rand::Rng;
@@ -186,30 +185,8 @@ impl Site {
         apr_server::fleet::import(state.registry(), &fleet).expect("import");
         let apr = fleet.aprs[0].id.clone();
         let reg = state.registry();
-        auth::create_user(
-            reg,
-            &NewUser {
-                username: GATEWAY_USER.into(),
-                role: Role::Gateway,
-                password: None,
-                aprs: vec![apr.clone()],
-                region: None,
-            },
-        )
-        .expect("gateway user");
-        let token = auth::create_token(reg, GATEWAY_USER, None).expect("token");
-        auth::create_user(
-            reg,
-            &NewUser {
-                username: "eng".into(),
-                role: Role::Engineer,
-                password: Some("a long enough password".into()),
-                aprs: vec![],
-                region: None,
-            },
-        )
-        .expect("engineer");
-        let reader = auth::create_token(reg, "eng", None).expect("token");
+        let token = support::gateway_token(reg, GATEWAY_USER, vec![apr.clone()]);
+        let reader = support::reader_token(reg, "eng");
         let server = Server::start(config, state, free_addr()).await;
 
         let mut users: Vec<MqttUser> = (0..devices)

@@ -11,7 +11,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apr_firmware::{Sample, SampleValue};
 use apr_gateway::{Gateway, GatewayConfig};
-use apr_server::auth::{self, NewUser, Role};
 use apr_twin::device::{DeviceCounters, DeviceOptions, SimDevice};
 use apr_wire::Metric;
 use support::{get_json, Mosquitto, MqttUser};
@@ -35,30 +34,8 @@ async fn the_gateway_forwards_and_acknowledges_through_an_external_mosquitto() {
     let apr = fleet.aprs[0].id.clone();
     let other = fleet.aprs[1].id.clone();
     let reg = state.registry();
-    auth::create_user(
-        reg,
-        &NewUser {
-            username: "gw-site".into(),
-            role: Role::Gateway,
-            password: None,
-            aprs: vec![apr.clone(), other.clone()],
-            region: None,
-        },
-    )
-    .expect("gateway user");
-    let gw_token = auth::create_token(reg, "gw-site", None).expect("token");
-    auth::create_user(
-        reg,
-        &NewUser {
-            username: "eng".into(),
-            role: Role::Engineer,
-            password: Some("a long enough password".into()),
-            aprs: vec![],
-            region: None,
-        },
-    )
-    .expect("engineer");
-    let reader = auth::create_token(reg, "eng", None).expect("token");
+    let gw_token = support::gateway_token(reg, "gw-site", vec![apr.clone(), other.clone()]);
+    let reader = support::reader_token(reg, "eng");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -21,7 +21,6 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apr_firmware::{Sample, SampleValue};
 use apr_gateway::{EmbeddedBroker, Gateway, GatewayConfig, HttpSink, Sink};
-use apr_server::auth::{self, NewUser, Role};
 use apr_server::listener::HttpListener;
 use apr_twin::device::{DeviceCounters, DeviceOptions, SimDevice};
 use apr_wire::Metric;
@@ -137,30 +136,9 @@ impl Site {
         let apr = fleet.aprs[0].id.clone();
         let other = fleet.aprs[1].id.clone();
         let reg = state.registry();
-        auth::create_user(
-            reg,
-            &NewUser {
-                username: "gw-site".into(),
-                role: Role::Gateway,
-                password: None,
-                aprs: vec![apr.clone(), other.clone()],
-                region: None,
-            },
-        )
-        .expect("gateway user");
-        let gateway_token = auth::create_token(reg, "gw-site", None).expect("token");
-        auth::create_user(
-            reg,
-            &NewUser {
-                username: "eng".into(),
-                role: Role::Engineer,
-                password: Some("a long enough password".into()),
-                aprs: vec![],
-                region: None,
-            },
-        )
-        .expect("engineer");
-        let reader_token = auth::create_token(reg, "eng", None).expect("token");
+        let gateway_token =
+            support::gateway_token(reg, "gw-site", vec![apr.clone(), other.clone()]);
+        let reader_token = support::reader_token(reg, "eng");
         let d = apr_server::device::add_device(reg, &apr, "caseta", 60).expect("device");
         let v = apr_server::device::add_device(reg, &other, "caseta", 60).expect("device");
         let listener = HttpListener::bind(&config.http).await.expect("bind");

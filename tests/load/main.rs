@@ -22,7 +22,6 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apr_firmware::{Sample, SampleValue};
 use apr_gateway::{DeviceDirectory, EmbeddedBroker, Gateway, GatewayConfig, GatewayHandle};
-use apr_server::auth::{self, NewUser, Role};
 use apr_server::store::{AprRecord, Region};
 use apr_twin::device::{DeviceCounters, DeviceOptions, SimDevice};
 use apr_wire::ingest::GatewayDevice;
@@ -213,34 +212,10 @@ async fn run(args: Args) -> bool {
     let mut gw_tokens = Vec::new();
     for (k, share) in shares.iter().enumerate() {
         let name = format!("gw-load-{k}");
-        auth::create_user(
-            state.registry(),
-            &NewUser {
-                username: name.clone(),
-                role: Role::Gateway,
-                password: None,
-                aprs: share.clone(),
-                region: None,
-            },
-        )
-        .expect("gateway user");
-        gw_tokens.push((
-            name.clone(),
-            auth::create_token(state.registry(), &name, None).expect("token"),
-        ));
+        let token = support::gateway_token(state.registry(), &name, share.clone());
+        gw_tokens.push((name, token));
     }
-    auth::create_user(
-        state.registry(),
-        &NewUser {
-            username: "reader".into(),
-            role: Role::Engineer,
-            password: Some("carga de prueba: clave larga 2026".into()),
-            aprs: vec![],
-            region: None,
-        },
-    )
-    .expect("reader");
-    let reader = auth::create_token(state.registry(), "reader", None).expect("token");
+    let reader = support::reader_token(state.registry(), "reader");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

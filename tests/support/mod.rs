@@ -375,3 +375,44 @@ where
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// Creates gateway user `username` for `aprs` and returns its API token.
+pub fn gateway_token<R: apr_server::store::Registry + ?Sized>(
+    registry: &R,
+    username: &str,
+    aprs: Vec<String>,
+) -> String {
+    use apr_server::auth::{self, NewUser, Role};
+    auth::create_user(
+        registry,
+        &NewUser {
+            username: username.into(),
+            role: Role::Gateway,
+            password: None,
+            aprs,
+            region: None,
+        },
+    )
+    .expect("gateway user");
+    auth::create_token(registry, username, None).expect("gateway token")
+}
+
+/// Creates engineer `username` (reads every APR) and returns its API token.
+pub fn reader_token<R: apr_server::store::Registry + ?Sized>(
+    registry: &R,
+    username: &str,
+) -> String {
+    use apr_server::auth::{self, NewUser, Role};
+    auth::create_user(
+        registry,
+        &NewUser {
+            username: username.into(),
+            role: Role::Engineer,
+            password: Some("a long enough password for tests".into()),
+            aprs: vec![],
+            region: None,
+        },
+    )
+    .expect("engineer");
+    auth::create_token(registry, username, None).expect("engineer token")
+}
