@@ -143,15 +143,42 @@ pub fn check(path: &Path) -> Result<Consistency> {
             "schema version {schema_version} is not one this server knows (1–{SCHEMA_VERSION})"
         )));
     }
-    let orphans: i64 = conn.query_row(
-        "SELECT count(*) FROM readings WHERE series NOT IN (SELECT id FROM series)",
-        [],
-        |r| r.get(0),
-    )?;
-    if orphans != 0 {
-        return Err(bad(format!("{orphans} readings belong to no series")));
+    // From schema version 5 on, new readings wait in `readings_recent`
+    // before they move to `readings` (see `store::writer`).
+    let tables: &[&str] = if schema_version >= 5 {
+        &["readings", "readings_recent"]
+    } else {
+        &["readings"]
+    };
+    let mut readings = 0i64;
+    for table in tables {
+        let orphans: i64 = conn.query_row(
+            &format!("SELECT count(*) FROM {table} WHERE series NOT IN (SELECT id FROM series)"),
+            [],
+            |r| r.get(0),
+        )?;
+        if orphans != 0 {
+            return Err(bad(format!(
+                "{orphans} readings in {table} belong to no series"
+            )));
+        }
+        readings += conn.query_row(&format!("SELECT count(*) FROM {table}"), [], |r| {
+            r.get::<_, i64>(0)
+        })?;
     }
-    let readings: i64 = conn.query_row("SELECT count(*) FROM readings", [], |r| r.get(0))?;
+    if schema_version >= 5 {
+        let both: i64 = conn.query_row(
+            "SELECT count(*) FROM readings_recent n JOIN readings r \
+             ON r.series = n.series AND r.t = n.t",
+            [],
+            |r| r.get(0),
+        )?;
+        if both != 0 {
+            return Err(bad(format!(
+                "{both} readings are in both readings and readings_recent"
+            )));
+        }
+    }
     let counted: i64 = conn.query_row(
         "SELECT value FROM counts WHERE name = 'readings'",
         [],
@@ -159,7 +186,7 @@ pub fn check(path: &Path) -> Result<Consistency> {
     )?;
     if counted != readings {
         return Err(bad(format!(
-            "the running readings count ({counted}) disagrees with the readings table ({readings})"
+            "the running readings count ({counted}) disagrees with the readings stored ({readings})"
         )));
     }
     let series: i64 = conn.query_row("SELECT count(*) FROM series", [], |r| r.get(0))?;

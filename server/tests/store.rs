@@ -8,7 +8,7 @@ use std::sync::Arc;
 use apr_server::auth::{self, NewUser, Role, Scope};
 use apr_server::error::Error;
 use apr_server::fleet;
-use apr_server::store::{Registry, SeriesQuery, SeriesStore, SqliteStore};
+use apr_server::store::{RecentLog, Registry, SeriesQuery, SeriesStore, SqliteStore};
 use apr_wire::Metric;
 use common::{batch, fleet_csv, OP_APR, RM_APR, T0};
 
@@ -127,6 +127,218 @@ fn multi_row_inserts_count_each_reading_once_whatever_the_chunk() {
     assert_eq!(value_at(T0 + 3_000), Some(3.0));
     assert_eq!(value_at(T0 + 1_000), Some(1.0));
     assert_eq!(value_at(T0 + 199_000), Some(199.0));
+}
+
+/// Rows of `table` in the store file, read beside the store.
+fn rows_in(path: &std::path::Path, table: &str) -> Vec<(i64, i64)> {
+    let c = rusqlite::Connection::open(path).unwrap();
+    let mut stmt = c
+        .prepare(&format!("SELECT series, t FROM {table} ORDER BY series, t"))
+        .unwrap();
+    let rows = stmt
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .collect::<rusqlite::Result<Vec<_>>>()
+        .unwrap();
+    rows
+}
+
+#[test]
+fn readings_move_from_the_recent_table_in_chunks_and_every_query_reads_both() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let log = RecentLog {
+        merge_above_rows: 10,
+        chunk_rows: 7,
+        direct_per_series: 4,
+    };
+    let s = SqliteStore::open_with(&path, 1, log).unwrap();
+    fleet::import_file(&s, &fleet_csv()).unwrap();
+    // 30 rounds of three readings for each of three devices, in time order.
+    let value = |j: i64, k: i64| (j * 10 + k) as f64;
+    for j in 0..30i64 {
+        for d in ["d1", "d2", "d3"] {
+            let points: Vec<(i64, f64)> = (0..3)
+                .map(|k| (T0 + j * 1000 + k * 10, value(j, k)))
+                .collect();
+            let ack = s
+                .write_batch(batch(OP_APR, d, Metric::Flow, &points))
+                .unwrap();
+            assert_eq!((ack.stored, ack.duplicates), (3, 0));
+        }
+    }
+    let main = rows_in(&path, "readings");
+    let recent = rows_in(&path, "readings_recent");
+    assert_eq!(main.len() + recent.len(), 270);
+    assert!(
+        recent.len() <= 10 + 7,
+        "the recent table stays near its limit: {}",
+        recent.len()
+    );
+    assert!(main.iter().all(|k| !recent.contains(k)), "a row in both");
+
+    // Raw, bucketed, latest and coverage read both tables.
+    let raw = s.readings(&query(OP_APR, Metric::Flow, None)).unwrap();
+    assert_eq!(raw.len(), 270);
+    assert!(
+        raw.windows(2).all(|w| w[0].t_ms <= w[1].t_ms),
+        "in time order"
+    );
+    let buckets = s
+        .readings(&query(OP_APR, Metric::Flow, Some(1000)))
+        .unwrap();
+    assert_eq!(buckets.len(), 30);
+    for (j, b) in buckets.iter().enumerate() {
+        // Each second holds readings k = 0, 1, 2 of three devices.
+        assert_eq!(b.t_ms, T0 + j as i64 * 1000);
+        assert!((b.v - value(j as i64, 1)).abs() < 1e-9, "{b:?}");
+    }
+    let latest = s.latest(OP_APR).unwrap();
+    assert_eq!(latest.len(), 3);
+    assert!(latest
+        .iter()
+        .all(|l| l.t_ms == T0 + 29 * 1000 + 20 && l.v == value(29, 2)));
+    let cov = s.coverage(OP_APR).unwrap();
+    assert_eq!(
+        (cov[0].count, cov[0].first_ms, cov[0].last_ms),
+        (270, T0, T0 + 29 * 1000 + 20)
+    );
+
+    // A reading sent again is a duplicate in either table; a reading older
+    // than the newest but new (a backfilled gap) is stored.
+    let (sd, td) = (main[0].0, main[0].1);
+    let in_recent = *recent.last().unwrap();
+    let device_of = |series: i64| {
+        let c = rusqlite::Connection::open(&path).unwrap();
+        c.query_row("SELECT device FROM series WHERE id = ?1", [series], |r| {
+            r.get::<_, String>(0)
+        })
+        .unwrap()
+    };
+    let again = s
+        .write_batch(batch(OP_APR, &device_of(sd), Metric::Flow, &[(td, -1.0)]))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+    let again = s
+        .write_batch(batch(
+            OP_APR,
+            &device_of(in_recent.0),
+            Metric::Flow,
+            &[(in_recent.1, -1.0), (T0 + 5, 42.0)],
+        ))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (1, 1));
+    assert_eq!(s.readings_stored(), 271);
+    let raw = s.readings(&query(OP_APR, Metric::Flow, None)).unwrap();
+    assert_eq!(raw.len(), 271);
+    assert!(
+        raw.iter().all(|p| p.v != -1.0),
+        "the first value of a key wins"
+    );
+    drop(s);
+
+    // Reopened: the count, the consistency check and duplicates still hold.
+    let report = apr_server::backup::check(&path).unwrap();
+    assert_eq!(report.readings, 271);
+    let s = SqliteStore::open_with(&path, 1, log).unwrap();
+    assert_eq!(s.readings_stored(), 271);
+    let again = s
+        .write_batch(batch(OP_APR, &device_of(sd), Metric::Flow, &[(td, -1.0)]))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (0, 1));
+}
+
+#[test]
+fn a_group_with_many_readings_per_series_goes_straight_to_readings_and_duplicates_still_count() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let log = RecentLog {
+        merge_above_rows: 1_000,
+        chunk_rows: 100,
+        direct_per_series: 4,
+    };
+    let s = SqliteStore::open_with(&path, 1, log).unwrap();
+    fleet::import_file(&s, &fleet_csv()).unwrap();
+    // Three readings of one series: the recent table.
+    let few: Vec<(i64, f64)> = (0..3).map(|k| (T0 + k * 1000, 1.0)).collect();
+    s.write_batch(batch(OP_APR, "d1", Metric::Ph, &few))
+        .unwrap();
+    assert_eq!(rows_in(&path, "readings_recent").len(), 3);
+    assert_eq!(rows_in(&path, "readings").len(), 0);
+    // Twenty of the same series, two of them already in the recent table and
+    // one repeated inside the batch: straight to `readings`.
+    let mut many: Vec<(i64, f64)> = (1..20).map(|k| (T0 + k * 1000, 2.0)).collect();
+    many.push((T0 + 7_000, 3.0));
+    let ack = s
+        .write_batch(batch(OP_APR, "d1", Metric::Ph, &many))
+        .unwrap();
+    assert_eq!((ack.stored, ack.duplicates), (17, 3));
+    let main = rows_in(&path, "readings");
+    let recent = rows_in(&path, "readings_recent");
+    assert_eq!((main.len(), recent.len()), (17, 3));
+    assert!(main.iter().all(|k| !recent.contains(k)), "a row in both");
+    // A few again, one in each table: the recent table, both duplicates.
+    let again = s
+        .write_batch(batch(
+            OP_APR,
+            "d1",
+            Metric::Ph,
+            &[(T0 + 1000, 9.0), (T0 + 15_000, 9.0), (T0 + 30_000, 4.0)],
+        ))
+        .unwrap();
+    assert_eq!((again.stored, again.duplicates), (1, 2));
+    let points = s.readings(&query(OP_APR, Metric::Ph, None)).unwrap();
+    assert_eq!(points.len(), 21);
+    let value_at = |t: i64| points.iter().find(|p| p.t_ms == t).map(|p| p.v);
+    // The first value of a key wins, whichever table holds it.
+    assert_eq!(value_at(T0 + 1000), Some(1.0));
+    assert_eq!(value_at(T0 + 7_000), Some(2.0));
+    assert_eq!(value_at(T0 + 15_000), Some(2.0));
+    assert_eq!(s.readings_stored(), 21);
+}
+
+#[test]
+fn a_failing_move_keeps_the_readings_in_the_recent_table_and_ingest_going() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let log = RecentLog {
+        merge_above_rows: 10,
+        chunk_rows: 7,
+        direct_per_series: 4,
+    };
+    let s = SqliteStore::open_with(&path, 1, log).unwrap();
+    fleet::import_file(&s, &fleet_csv()).unwrap();
+    // Only the move writes to `readings`: make every such insert fail.
+    let side = rusqlite::Connection::open(&path).unwrap();
+    side.execute_batch(
+        "CREATE TRIGGER no_moves BEFORE INSERT ON readings \
+         BEGIN SELECT RAISE(ABORT, 'moves refused by the test'); END;",
+    )
+    .unwrap();
+    for j in 0..20i64 {
+        let points: Vec<(i64, f64)> = (0..3).map(|k| (T0 + j * 100 + k, 1.0)).collect();
+        let ack = s
+            .write_batch(batch(OP_APR, "d1", Metric::Ph, &points))
+            .unwrap();
+        assert_eq!(ack.stored, 3);
+    }
+    assert_eq!(rows_in(&path, "readings").len(), 0);
+    assert_eq!(rows_in(&path, "readings_recent").len(), 60);
+    assert_eq!(
+        s.readings(&query(OP_APR, Metric::Ph, None)).unwrap().len(),
+        60
+    );
+    // Once moves work again, the next write moves a chunk.
+    side.execute_batch("DROP TRIGGER no_moves").unwrap();
+    s.write_batch(batch(OP_APR, "d1", Metric::Ph, &[(T0 + 10_000, 7.0)]))
+        .unwrap();
+    let moved = rows_in(&path, "readings").len();
+    assert!(moved >= 7, "moved {moved}");
+    assert_eq!(moved + rows_in(&path, "readings_recent").len(), 61);
+    assert_eq!(
+        s.readings(&query(OP_APR, Metric::Ph, None)).unwrap().len(),
+        61
+    );
 }
 
 #[test]

@@ -29,6 +29,7 @@ pub use analysis::{
 };
 pub use sqlite::SqliteStore;
 pub use victoria::{VictoriaSeries, VictoriaSettings};
+pub use writer::{merge_plan, write_target, RecentLog, Target};
 
 use apr_wire::ingest::{GatewayDevice, IngestAck, IngestBatch};
 use apr_wire::Metric;

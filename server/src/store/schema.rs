@@ -9,14 +9,16 @@
 //! ordered by series then time, so a time range of one series is one range scan
 //! and a reading whose key exists is ignored (`INSERT OR IGNORE`), which is how
 //! duplicates are told apart. `series` maps (APR, device, metric index) to a
-//! small integer so each reading row is three numbers.
+//! small integer so each reading row is three numbers. New readings land in
+//! `readings_recent` (same key, kept small) and move to `readings` in sorted
+//! chunks (`store::writer`); queries read both.
 
 use rusqlite::Connection;
 
 use crate::error::{Error, Result};
 
 /// The schema version this server writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 const V1: &str = r"
 CREATE TABLE regions(
@@ -232,8 +234,21 @@ CREATE INDEX audit_by_time ON audit(at_ms);
 CREATE INDEX audit_by_apr ON audit(apr, at_ms);
 ";
 
+/// New readings (see `store::writer`): the same key as `readings`, kept
+/// small so a commit rewrites few pages; the writer moves its rows to
+/// `readings` in sorted chunks. A reading is in exactly one of the two, and
+/// every query of readings reads both.
+const V5: &str = r"
+CREATE TABLE readings_recent(
+    series INTEGER NOT NULL,
+    t INTEGER NOT NULL,
+    v REAL NOT NULL,
+    PRIMARY KEY(series, t)
+) WITHOUT ROWID;
+";
+
 /// Migrations in order; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5];
 
 /// Brings the schema of `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {

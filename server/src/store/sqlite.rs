@@ -18,7 +18,7 @@ use rusqlite::{
 };
 
 use super::schema;
-use super::writer::{Job, Writer};
+use super::writer::{count_recent, Job, RecentLog, Writer, BEFORE_ALL};
 use super::{
     AprRecord, Coverage, DeviceRecord, DeviceUpsert, Latest, Point, QuarantineEntry, Region,
     Registry, SeriesQuery, SeriesStore, UserInsert, UserRecord,
@@ -53,6 +53,12 @@ impl SqliteStore {
     /// Opens (creating when missing) the store at `path` and brings its schema
     /// up to date. `read_connections` read connections are kept open.
     pub fn open(path: &Path, read_connections: usize) -> Result<SqliteStore> {
+        SqliteStore::open_with(path, read_connections, RecentLog::default())
+    }
+
+    /// [`SqliteStore::open`] with a merge policy for `readings_recent` other
+    /// than the default (tests use small ones).
+    pub fn open_with(path: &Path, read_connections: usize, log: RecentLog) -> Result<SqliteStore> {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|source| Error::Io {
                 what: format!("cannot create the store directory {}", dir.display()),
@@ -84,6 +90,7 @@ impl SqliteStore {
             |r| r.get(0),
         )?;
         let readings_total = Arc::new(AtomicU64::new(u64::try_from(readings).unwrap_or(0)));
+        let recent_rows = count_recent(&conn)?;
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -91,6 +98,9 @@ impl SqliteStore {
             series: Default::default(),
             readings_total: readings_total.clone(),
             alive: alive.clone(),
+            log,
+            recent_rows,
+            cursor: BEFORE_ALL,
         };
         let handle = std::thread::Builder::new()
             .name("store-writer".into())
@@ -532,14 +542,45 @@ impl Registry for SqliteStore {
     }
 }
 
-/// Floor of `t / step` times `step`, for negative times too.
-const RAW_QUERY: &str = "SELECT r.t, r.v FROM series s CROSS JOIN readings r ON r.series = s.id \
+// Readings live in two tables (`readings` and the small `readings_recent`,
+// see `writer`); a row is in exactly one, and each query reads both arms in
+// one statement (one snapshot, so a chunk moved meanwhile is seen once).
+const RAW_QUERY: &str = "SELECT t, v FROM ( \
+     SELECT r.t AS t, r.v AS v FROM series s CROSS JOIN readings r ON r.series = s.id \
      WHERE s.apr = ?1 AND s.metric = ?2 AND (?3 IS NULL OR s.device = ?3) \
-     AND r.t >= ?4 AND r.t <= ?5 ORDER BY r.t LIMIT ?6";
-const BUCKET_QUERY: &str = "SELECT r.t - (((r.t % ?6) + ?6) % ?6) AS bucket, AVG(r.v) \
+     AND r.t >= ?4 AND r.t <= ?5 \
+     UNION ALL \
+     SELECT r.t, r.v FROM series s CROSS JOIN readings_recent r ON r.series = s.id \
+     WHERE s.apr = ?1 AND s.metric = ?2 AND (?3 IS NULL OR s.device = ?3) \
+     AND r.t >= ?4 AND r.t <= ?5) ORDER BY t LIMIT ?6";
+/// Buckets start at the floor of `t / step` times `step`, for negative times
+/// too; the mean is the sum over both tables by the count over both.
+const BUCKET_QUERY: &str = "SELECT bucket, SUM(sv) / SUM(n) FROM ( \
+     SELECT r.t - (((r.t % ?6) + ?6) % ?6) AS bucket, SUM(r.v) AS sv, COUNT(*) AS n \
      FROM series s CROSS JOIN readings r ON r.series = s.id \
      WHERE s.apr = ?1 AND s.metric = ?2 AND (?3 IS NULL OR s.device = ?3) \
-     AND r.t >= ?4 AND r.t <= ?5 GROUP BY bucket ORDER BY bucket LIMIT ?7";
+     AND r.t >= ?4 AND r.t <= ?5 GROUP BY bucket \
+     UNION ALL \
+     SELECT r.t - (((r.t % ?6) + ?6) % ?6), SUM(r.v), COUNT(*) \
+     FROM series s CROSS JOIN readings_recent r ON r.series = s.id \
+     WHERE s.apr = ?1 AND s.metric = ?2 AND (?3 IS NULL OR s.device = ?3) \
+     AND r.t >= ?4 AND r.t <= ?5 GROUP BY 1) \
+     GROUP BY bucket ORDER BY bucket LIMIT ?7";
+/// Each series' newest reading in each table; the newer of the two wins.
+const LATEST_QUERY: &str = "SELECT s.device, s.metric, r.t, r.v FROM series s \
+     CROSS JOIN readings r ON r.series = s.id WHERE s.apr = ?1 \
+     AND r.t = (SELECT MAX(t) FROM readings WHERE series = s.id) \
+     UNION ALL \
+     SELECT s.device, s.metric, r.t, r.v FROM series s \
+     CROSS JOIN readings_recent r ON r.series = s.id WHERE s.apr = ?1 \
+     AND r.t = (SELECT MAX(t) FROM readings_recent WHERE series = s.id)";
+const COVERAGE_QUERY: &str = "SELECT metric, MIN(lo), MAX(hi), SUM(n) FROM ( \
+     SELECT s.metric AS metric, MIN(r.t) AS lo, MAX(r.t) AS hi, COUNT(*) AS n \
+     FROM series s CROSS JOIN readings r ON r.series = s.id WHERE s.apr = ?1 GROUP BY s.metric \
+     UNION ALL \
+     SELECT s.metric, MIN(r.t), MAX(r.t), COUNT(*) \
+     FROM series s CROSS JOIN readings_recent r ON r.series = s.id WHERE s.apr = ?1 GROUP BY s.metric) \
+     GROUP BY metric ORDER BY metric";
 
 impl SeriesStore for SqliteStore {
     fn write_batch(&self, batch: IngestBatch) -> Result<IngestAck> {
@@ -588,25 +629,28 @@ impl SeriesStore for SqliteStore {
 
     fn latest(&self, apr: &str) -> Result<Vec<Latest>> {
         let rows = self.read(|c| {
-            Ok(c.prepare_cached(
-                "SELECT s.device, s.metric, r.t, r.v FROM series s CROSS JOIN readings r \
-                 ON r.series = s.id WHERE s.apr = ?1 \
-                 AND r.t = (SELECT MAX(t) FROM readings WHERE series = s.id) \
-                 ORDER BY s.metric, s.device",
-            )?
-            .query_map([apr], |r| {
-                Ok((
-                    r.get::<_, String>(0)?,
-                    r.get::<_, u8>(1)?,
-                    r.get(2)?,
-                    r.get(3)?,
-                ))
-            })?
-            .collect::<rusqlite::Result<Vec<(String, u8, i64, f64)>>>()?)
+            Ok(c.prepare_cached(LATEST_QUERY)?
+                .query_map([apr], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, u8>(1)?,
+                        r.get(2)?,
+                        r.get(3)?,
+                    ))
+                })?
+                .collect::<rusqlite::Result<Vec<(String, u8, i64, f64)>>>()?)
         })?;
-        Ok(rows
+        // By metric, then device; of a series' two candidates the newer.
+        let mut newest: BTreeMap<(u8, String), (i64, f64)> = BTreeMap::new();
+        for (device, m, t_ms, v) in rows {
+            let e = newest.entry((m, device)).or_insert((t_ms, v));
+            if t_ms > e.0 {
+                *e = (t_ms, v);
+            }
+        }
+        Ok(newest
             .into_iter()
-            .filter_map(|(device, m, t_ms, v)| {
+            .filter_map(|((m, device), (t_ms, v))| {
                 Metric::from_index(m).map(|metric| Latest {
                     device,
                     metric,
@@ -619,12 +663,11 @@ impl SeriesStore for SqliteStore {
 
     fn coverage(&self, apr: &str) -> Result<Vec<Coverage>> {
         let rows = self.read(|c| {
-            Ok(c.prepare_cached(
-                "SELECT s.metric, MIN(r.t), MAX(r.t), COUNT(*) FROM series s CROSS JOIN readings r \
-                 ON r.series = s.id WHERE s.apr = ?1 GROUP BY s.metric ORDER BY s.metric",
-            )?
-            .query_map([apr], |r| Ok((r.get::<_, u8>(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
-            .collect::<rusqlite::Result<Vec<(u8, i64, i64, u64)>>>()?)
+            Ok(c.prepare_cached(COVERAGE_QUERY)?
+                .query_map([apr], |r| {
+                    Ok((r.get::<_, u8>(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })?
+                .collect::<rusqlite::Result<Vec<(u8, i64, i64, u64)>>>()?)
         })?;
         let mut by_metric = BTreeMap::new();
         for (m, first_ms, last_ms, count) in rows {

@@ -11,6 +11,25 @@
 //!
 //! Registry writes travel the same channel as closures and run in their own
 //! transaction, so the file has exactly one writer.
+//!
+//! # Two tables for readings
+//! New readings go into `readings_recent`, a small table with the same key
+//! as `readings`, and move to `readings` in sorted chunks once it holds more
+//! than [`RecentLog::merge_above_rows`] (see [`merge_plan`]). A commit into
+//! the big table rewrites one B-tree leaf per series it touches: at paced
+//! rates (every commit one or two readings of each of thousands of series)
+//! that was a 4 KiB page per reading, 2–4 KB of WAL and 4–9 µs of the writer.
+//! The small table has few leaves, so a commit writes few pages, and a chunk
+//! moved to the big table carries many readings per series and leaf.
+//!
+//! A group that carries many readings per series (a backlog, or full-speed
+//! ingest) is already cheap to insert into `readings` and goes there
+//! directly ([`write_target`]), instead of being written twice.
+//!
+//! Duplicates are still told apart by key. A reading newer than the newest
+//! stored for its series (kept in the series cache) is new; an older one is
+//! looked up in the other table first, and `INSERT OR IGNORE` into the
+//! target catches the rest. A row is never in both tables.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,8 +59,87 @@ pub(super) enum Job {
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
+/// A series' id and the time of its newest stored reading (either table),
+/// or `None` when it has none yet.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct SeriesSlot {
+    id: i64,
+    newest_ms: Option<i64>,
+}
+
 /// Series ids by APR, device and metric index.
-type SeriesCache = HashMap<String, HashMap<String, [Option<i64>; Metric::ALL.len()]>>;
+type SeriesCache = HashMap<String, HashMap<String, [Option<SeriesSlot>; Metric::ALL.len()]>>;
+
+/// When readings move from `readings_recent` to `readings`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RecentLog {
+    /// Rows `readings_recent` may hold before chunks move on.
+    pub merge_above_rows: u64,
+    /// Rows moved at least per chunk, one chunk after each write.
+    pub chunk_rows: u64,
+    /// Readings per series from which a group goes straight to `readings`.
+    pub direct_per_series: u64,
+}
+
+/// Which table a group of readings is written to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// `readings_recent`: few readings per series (paced, live ingest).
+    Recent,
+    /// `readings`: many readings per series (a backlog, full speed).
+    Readings,
+}
+
+impl Target {
+    fn index(self) -> usize {
+        match self {
+            Target::Recent => 0,
+            Target::Readings => 1,
+        }
+    }
+}
+
+/// Where a group of `readings` readings over `series` series goes: straight
+/// to `readings` once it carries [`RecentLog::direct_per_series`] or more per
+/// series (each leaf the commit rewrites then takes several readings).
+pub fn write_target(readings: u64, series: u64, log: RecentLog) -> Target {
+    if series > 0 && readings >= log.direct_per_series.saturating_mul(series) {
+        Target::Readings
+    } else {
+        Target::Recent
+    }
+}
+
+impl Default for RecentLog {
+    /// 32,768 rows (~1 MiB, a few hundred leaves), chunks of 4,096, straight
+    /// to `readings` from 4 readings per series: measured with the load
+    /// tool's paced and full-speed runs (docs/SCALING.md, M3 and M5).
+    fn default() -> Self {
+        RecentLog {
+            merge_above_rows: 32_768,
+            chunk_rows: 4_096,
+            direct_per_series: 4,
+        }
+    }
+}
+
+/// How many rows to move from `readings_recent` now, holding `recent_rows`:
+/// none up to the limit, then a chunk, or the whole excess when ingest ran
+/// ahead of the chunks, so the table stays near its limit at any rate.
+pub fn merge_plan(recent_rows: u64, log: RecentLog) -> Option<u64> {
+    if recent_rows <= log.merge_above_rows {
+        return None;
+    }
+    Some(
+        log.chunk_rows
+            .max(recent_rows - log.merge_above_rows)
+            .max(1)
+            .min(recent_rows),
+    )
+}
+
+/// The first key of all (chunks start at their cursor, inclusive).
+pub(super) const BEFORE_ALL: (i64, i64) = (i64::MIN, i64::MIN);
 
 /// The writer thread's state.
 pub(super) struct Writer {
@@ -51,6 +149,12 @@ pub(super) struct Writer {
     pub(super) readings_total: Arc<AtomicU64>,
     /// Cleared when the thread ends.
     pub(super) alive: Arc<AtomicBool>,
+    /// The merge policy.
+    pub(super) log: RecentLog,
+    /// Rows in `readings_recent` (as committed).
+    pub(super) recent_rows: u64,
+    /// Where the next chunk starts: chunks sweep the key order and wrap.
+    pub(super) cursor: (i64, i64),
 }
 
 /// Most readings bound to one multi-row `INSERT` (3 parameters each, far below
@@ -59,25 +163,28 @@ pub(super) struct Writer {
 /// docs/profiles/README.md.
 const ROWS_PER_INSERT: usize = 64;
 
-/// `INSERT OR IGNORE INTO readings` of `rows` readings (1 ..= ROWS_PER_INSERT).
-fn insert_readings_sql(rows: usize) -> &'static str {
-    static SQL: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+/// `INSERT OR IGNORE` of `rows` readings (1 ..= ROWS_PER_INSERT) into the
+/// target table.
+fn insert_readings_sql(target: Target, rows: usize) -> &'static str {
+    static SQL: std::sync::OnceLock<[Vec<String>; 2]> = std::sync::OnceLock::new();
     let all = SQL.get_or_init(|| {
-        (0..=ROWS_PER_INSERT)
-            .map(|n| {
-                let values = vec!["(?, ?, ?)"; n].join(", ");
-                format!("INSERT OR IGNORE INTO readings(series, t, v) VALUES {values}")
-            })
-            .collect()
+        ["readings_recent", "readings"].map(|table| {
+            (0..=ROWS_PER_INSERT)
+                .map(|n| {
+                    let values = vec!["(?, ?, ?)"; n].join(", ");
+                    format!("INSERT OR IGNORE INTO {table}(series, t, v) VALUES {values}")
+                })
+                .collect()
+        })
     });
-    &all[rows.min(ROWS_PER_INSERT)]
+    &all[target.index()][rows.min(ROWS_PER_INSERT)]
 }
 
 /// Inserts readings in multi-row statements: full chunks of
 /// [`ROWS_PER_INSERT`], the rest in power-of-two chunks, so at most eight
 /// distinct statements stay in the prepared-statement cache. Answers how many
 /// rows were new (`INSERT OR IGNORE` counts only those as changes).
-fn insert_readings(tx: &Connection, rows: &[(i64, i64, f64)]) -> Result<u64> {
+fn insert_readings(tx: &Connection, target: Target, rows: &[(i64, i64, f64)]) -> Result<u64> {
     let mut stored = 0u64;
     let mut rest = rows;
     while !rest.is_empty() {
@@ -95,7 +202,7 @@ fn insert_readings(tx: &Connection, rows: &[(i64, i64, f64)]) -> Result<u64> {
             ]
         });
         let changed = tx
-            .prepare_cached(insert_readings_sql(n))?
+            .prepare_cached(insert_readings_sql(target, n))?
             .execute(rusqlite::params_from_iter(params))?;
         stored += u64::try_from(changed).unwrap_or(0);
         rest = tail;
@@ -110,6 +217,23 @@ const UPDATE_STATUS: &str = "UPDATE devices SET last_status = ?3, last_status_ms
 const UPDATE_LAST_SEEN: &str = "UPDATE devices SET last_seen_ms = ?3 \
      WHERE apr = ?1 AND device = ?2 AND (last_seen_ms IS NULL OR last_seen_ms < ?3)";
 const ADD_READINGS: &str = "UPDATE counts SET value = value + ?1 WHERE name = 'readings'";
+/// Whether the table other than the target holds a key.
+const IN_OTHER: [&str; 2] = [
+    "SELECT 1 FROM readings WHERE series = ?1 AND t = ?2",
+    "SELECT 1 FROM readings_recent WHERE series = ?1 AND t = ?2",
+];
+/// The newest time of a series over both tables (the aggregate `max`, which
+/// skips a table without any; the two-argument `max` would answer NULL).
+const NEWEST: &str = "SELECT max(t) FROM (SELECT max(t) AS t FROM readings WHERE series = ?1 \
+     UNION ALL SELECT max(t) FROM readings_recent WHERE series = ?1)";
+/// The key just past a chunk of `?3` rows from `(?1, ?2)` on, if any.
+const CHUNK_END: &str = "SELECT series, t FROM readings_recent WHERE (series, t) >= (?1, ?2) \
+     ORDER BY series, t LIMIT 1 OFFSET ?3";
+const MOVE_CHUNK: &str = "INSERT OR IGNORE INTO readings(series, t, v) \
+     SELECT series, t, v FROM readings_recent \
+     WHERE (series, t) >= (?1, ?2) AND (series, t) < (?3, ?4) ORDER BY series, t";
+const DROP_CHUNK: &str =
+    "DELETE FROM readings_recent WHERE (series, t) >= (?1, ?2) AND (series, t) < (?3, ?4)";
 
 impl Writer {
     /// Serves jobs until every sender is gone.
@@ -142,10 +266,36 @@ impl Writer {
                         }
                     }
                     self.commit_group(group);
+                    self.merge_chunk();
                 }
             }
         }
         self.alive.store(false, Ordering::SeqCst);
+    }
+
+    /// Moves one chunk from `readings_recent` to `readings` when the policy
+    /// says so. A failure is logged and changes nothing (the rows stay where
+    /// they were and the next write tries again).
+    fn merge_chunk(&mut self) {
+        let Some(rows) = merge_plan(self.recent_rows, self.log) else {
+            return;
+        };
+        let span = tracing::debug_span!("merge_recent", rows);
+        let _enter = span.enter();
+        match move_chunk(&mut self.conn, self.cursor, rows) {
+            Ok((moved, next)) => {
+                self.recent_rows = self.recent_rows.saturating_sub(moved);
+                self.cursor = next;
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "moving recent readings failed; they stay in readings_recent");
+                // Recount: the committed state is the truth.
+                if let Ok(n) = count_recent(&self.conn) {
+                    self.recent_rows = n;
+                }
+                self.cursor = BEFORE_ALL;
+            }
+        }
     }
 
     fn commit_group(&mut self, group: Vec<(IngestBatch, SyncSender<Result<IngestAck>>)>) {
@@ -176,9 +326,12 @@ impl Writer {
     }
 
     fn apply(&mut self, batches: &[&IngestBatch]) -> Result<Vec<IngestAck>> {
-        match apply_batches(&mut self.conn, &mut self.series, batches) {
-            Ok((acks, stored)) => {
+        match apply_batches(&mut self.conn, &mut self.series, batches, self.log) {
+            Ok((acks, stored, target)) => {
                 self.readings_total.fetch_add(stored, Ordering::Relaxed);
+                if target == Target::Recent {
+                    self.recent_rows += stored;
+                }
                 Ok(acks)
             }
             Err(e) => {
@@ -193,13 +346,34 @@ fn count_readings(batch: &IngestBatch) -> usize {
     batch.packs.iter().map(|p| p.readings.len()).sum()
 }
 
-/// Applies batches in one transaction; answers one ack per batch and the
-/// number of readings newly stored.
+/// How many readings a group carries and over how many series (APR,
+/// device and metric), for [`write_target`].
+fn group_shape(batches: &[&IngestBatch]) -> (u64, u64) {
+    let mut metrics: HashMap<(&str, &str), u16> = HashMap::new();
+    let mut readings = 0u64;
+    for pack in batches.iter().flat_map(|b| &b.packs) {
+        let seen = metrics
+            .entry((pack.apr.as_str(), pack.device.as_str()))
+            .or_insert(0);
+        for r in &pack.readings {
+            *seen |= 1 << r.metric.index();
+        }
+        readings += pack.readings.len() as u64;
+    }
+    let series = metrics.values().map(|m| u64::from(m.count_ones())).sum();
+    (readings, series)
+}
+
+/// Applies batches in one transaction; answers one ack per batch, the
+/// number of readings newly stored and the table they went to.
 fn apply_batches(
     conn: &mut Connection,
     cache: &mut SeriesCache,
     batches: &[&IngestBatch],
-) -> Result<(Vec<IngestAck>, u64)> {
+    log: RecentLog,
+) -> Result<(Vec<IngestAck>, u64, Target)> {
+    let (readings, series) = group_shape(batches);
+    let target = write_target(readings, series, log);
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     let mut acks = Vec::with_capacity(batches.len());
     let mut stored_total = 0u64;
@@ -207,9 +381,11 @@ fn apply_batches(
         let mut rows: Vec<(i64, i64, f64)> = Vec::new();
         let mut quarantine = tx.prepare_cached(INSERT_QUARANTINE)?;
         let mut status = tx.prepare_cached(UPDATE_STATUS)?;
+        let mut in_other = tx.prepare_cached(IN_OTHER[target.index()])?;
         let mut last_seen: HashMap<(&str, &str), i64> = HashMap::new();
         for batch in batches {
             let mut ack = IngestAck::default();
+            let mut old_duplicates = 0u64;
             rows.clear();
             for pack in &batch.packs {
                 if !cache.contains_key(pack.apr.as_str()) {
@@ -225,16 +401,25 @@ fn apply_batches(
                     .get_mut(pack.device.as_str())
                     .ok_or_else(|| Error::Unavailable("series cache lost an entry".into()))?;
                 for r in &pack.readings {
-                    let slot = &mut slots[usize::from(r.metric.index())];
-                    let series = match *slot {
-                        Some(id) => id,
-                        None => {
-                            let id = series_id(&tx, &pack.apr, &pack.device, r.metric)?;
-                            *slot = Some(id);
-                            id
+                    let cached = &mut slots[usize::from(r.metric.index())];
+                    if cached.is_none() {
+                        *cached = Some(series_slot(&tx, &pack.apr, &pack.device, r.metric)?);
+                    }
+                    let slot = cached
+                        .as_mut()
+                        .ok_or_else(|| Error::Unavailable("series cache lost an entry".into()))?;
+                    if slot.newest_ms.is_some_and(|newest| r.t_ms <= newest) {
+                        // Not newer than what the series holds: a duplicate
+                        // if the other table has it (the target's own key
+                        // catches the rest on insert).
+                        if in_other.exists(params![slot.id, r.t_ms])? {
+                            old_duplicates += 1;
+                            continue;
                         }
-                    };
-                    rows.push((series, r.t_ms, r.value));
+                    } else {
+                        slot.newest_ms = Some(r.t_ms);
+                    }
+                    rows.push((slot.id, r.t_ms, r.value));
                 }
                 for refusal in &pack.refusals {
                     quarantine.execute(params![
@@ -255,8 +440,8 @@ fn apply_batches(
             }
             // A batch may repeat a (series, time) key; the first one wins, as
             // with one statement per reading (`OR IGNORE` skips the rest).
-            ack.stored = insert_readings(&tx, &rows)?;
-            ack.duplicates = (rows.len() as u64).saturating_sub(ack.stored);
+            ack.stored = insert_readings(&tx, target, &rows)?;
+            ack.duplicates = (rows.len() as u64).saturating_sub(ack.stored) + old_duplicates;
             for s in &batch.statuses {
                 let state = if s.online { "online" } else { "offline" };
                 status.execute(params![s.apr, s.device, state, s.at_ms])?;
@@ -273,20 +458,118 @@ fn apply_batches(
         }
     }
     tx.commit()?;
-    Ok((acks, stored_total))
+    Ok((acks, stored_total, target))
 }
 
-/// The id of a series, created when new.
-fn series_id(conn: &Connection, apr: &str, device: &str, metric: Metric) -> Result<i64> {
+/// The id of a series, created when new, and its newest reading's time.
+fn series_slot(conn: &Connection, apr: &str, device: &str, metric: Metric) -> Result<SeriesSlot> {
     let metric = i64::from(metric.index());
     let found = conn
         .prepare_cached("SELECT id FROM series WHERE apr = ?1 AND device = ?2 AND metric = ?3")?
         .query_row(params![apr, device, metric], |r| r.get(0))
         .optional()?;
     if let Some(id) = found {
-        return Ok(id);
+        let newest_ms = conn
+            .prepare_cached(NEWEST)?
+            .query_row([id], |r| r.get::<_, Option<i64>>(0))?;
+        return Ok(SeriesSlot { id, newest_ms });
     }
     conn.prepare_cached("INSERT INTO series(apr, device, metric) VALUES (?1, ?2, ?3)")?
         .execute(params![apr, device, metric])?;
-    Ok(conn.last_insert_rowid())
+    Ok(SeriesSlot {
+        id: conn.last_insert_rowid(),
+        newest_ms: None,
+    })
+}
+
+/// Rows in `readings_recent`.
+pub(super) fn count_recent(conn: &Connection) -> Result<u64> {
+    let n: i64 = conn.query_row("SELECT count(*) FROM readings_recent", [], |r| r.get(0))?;
+    Ok(u64::try_from(n).unwrap_or(0))
+}
+
+/// Moves up to `rows` rows from `cursor` on (in key order) from
+/// `readings_recent` to `readings` in one transaction; answers how many
+/// moved and where the next chunk starts (back at the start once the sweep
+/// reached the end).
+///
+/// The transaction commits with `synchronous = NORMAL`: if a power cut
+/// takes it back, the rows are still in `readings_recent`, and the next
+/// ingest commit's fsync of the WAL makes it durable with it.
+fn move_chunk(conn: &mut Connection, cursor: (i64, i64), rows: u64) -> Result<(u64, (i64, i64))> {
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let out = (|| {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let offset = i64::try_from(rows).unwrap_or(i64::MAX);
+        let end: Option<(i64, i64)> = tx
+            .prepare_cached(CHUNK_END)?
+            .query_row(params![cursor.0, cursor.1, offset], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        // Short of the end: up to that key, the next chunk starts there.
+        // Otherwise everything from the cursor on, and the sweep wraps (the
+        // last possible key, (i64::MAX, i64::MAX), is no series' reading).
+        let (upper, next) = match end {
+            Some(key) => (key, key),
+            None => ((i64::MAX, i64::MAX), BEFORE_ALL),
+        };
+        let bounds = params![cursor.0, cursor.1, upper.0, upper.1];
+        let copied = tx.prepare_cached(MOVE_CHUNK)?.execute(bounds)?;
+        let moved = tx.prepare_cached(DROP_CHUNK)?.execute(bounds)?;
+        if copied != moved {
+            // A row in both tables: ingest keeps them apart, so this is a
+            // store written by something else. `readings` keeps its row.
+            tracing::warn!(
+                copied,
+                moved,
+                "readings_recent held rows already in readings"
+            );
+        }
+        tx.commit()?;
+        Ok((u64::try_from(moved).unwrap_or(0), next))
+    })();
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const LOG: RecentLog = RecentLog {
+        merge_above_rows: 100,
+        chunk_rows: 10,
+        direct_per_series: 4,
+    };
+
+    #[test]
+    fn groups_with_many_readings_per_series_go_straight_to_readings() {
+        assert_eq!(write_target(0, 0, LOG), Target::Recent);
+        assert_eq!(write_target(2_000, 2_000, LOG), Target::Recent);
+        assert_eq!(write_target(7_999, 2_000, LOG), Target::Recent);
+        assert_eq!(write_target(8_000, 2_000, LOG), Target::Readings);
+        assert_eq!(write_target(u64::MAX, u64::MAX, LOG), Target::Readings);
+    }
+
+    #[test]
+    fn nothing_moves_up_to_the_limit() {
+        assert_eq!(merge_plan(0, LOG), None);
+        assert_eq!(merge_plan(100, LOG), None);
+    }
+
+    #[test]
+    fn over_the_limit_a_chunk_moves_or_the_whole_excess_when_larger() {
+        assert_eq!(merge_plan(101, LOG), Some(10));
+        assert_eq!(merge_plan(110, LOG), Some(10));
+        assert_eq!(merge_plan(135, LOG), Some(35));
+        // A zero limit moves everything, in chunks of at least one row.
+        let eager = RecentLog {
+            merge_above_rows: 0,
+            chunk_rows: 0,
+            direct_per_series: 4,
+        };
+        assert_eq!(merge_plan(1, eager), Some(1));
+        assert_eq!(merge_plan(5, eager), Some(5));
+    }
 }

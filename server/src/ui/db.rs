@@ -174,8 +174,11 @@ impl UiDb {
         self.with(|c| {
             let n: Option<i64> = c
                 .prepare_cached(
-                    "SELECT COUNT(*) FROM series s CROSS JOIN readings r ON r.series = s.id \
-                     WHERE s.apr = ?1 AND s.metric = ?2 AND r.t BETWEEN ?3 AND ?4",
+                    "SELECT (SELECT COUNT(*) FROM series s CROSS JOIN readings r \
+                     ON r.series = s.id WHERE s.apr = ?1 AND s.metric = ?2 \
+                     AND r.t BETWEEN ?3 AND ?4) + (SELECT COUNT(*) FROM series s \
+                     CROSS JOIN readings_recent r ON r.series = s.id \
+                     WHERE s.apr = ?1 AND s.metric = ?2 AND r.t BETWEEN ?3 AND ?4)",
                 )?
                 .query_row(
                     params![apr, i64::from(metric.index()), from_ms, to_ms],
@@ -207,9 +210,13 @@ impl UiDb {
                 return Ok((Vec::new(), 0));
             }
             let list = ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",");
+            // Both tables of readings (see `store::writer`).
             let mut stmt = c.prepare(&format!(
-                "SELECT COUNT(*), AVG(v) FROM readings WHERE series IN ({list}) \
-                 AND t >= ?1 AND t <= ?2"
+                "SELECT SUM(n), SUM(sv) / SUM(n) FROM ( \
+                 SELECT COUNT(*) AS n, SUM(v) AS sv FROM readings WHERE series IN ({list}) \
+                 AND t >= ?1 AND t <= ?2 UNION ALL \
+                 SELECT COUNT(*), SUM(v) FROM readings_recent WHERE series IN ({list}) \
+                 AND t >= ?1 AND t <= ?2)"
             ))?;
             let mut out = Vec::new();
             let mut total = 0u64;
