@@ -442,6 +442,9 @@ async fn run(args: Args) -> bool {
             let mut o = MqttOptions::new("load-probe", host, port);
             o.set_credentials(format!("{probe_site}/d"), pw);
             let (client, mut el) = AsyncClient::new(o, 16);
+            let mut net = rumqttc::NetworkOptions::new();
+            net.set_tcp_nodelay(true);
+            el.set_network_options(net);
             tokio::spawn(async move {
                 loop {
                     if el.poll().await.is_err() {

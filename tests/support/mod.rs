@@ -95,7 +95,7 @@ impl Mosquitto {
             format!(
                 "listener {} 127.0.0.1\n{tls_conf}allow_anonymous {anonymous}\npassword_file {}\nacl_file {}\n\
                  persistence false\nmessage_size_limit 262144\nmax_queued_messages 1000000\n\
-                 max_inflight_messages 1000\nlog_dest stderr\nlog_type error\nlog_type warning\n",
+                 max_inflight_messages 1000\nset_tcp_nodelay true\nlog_dest stderr\nlog_type error\nlog_type warning\n",
                 addr.port(),
                 passwd.display(),
                 acl.display()

@@ -137,6 +137,11 @@ impl SimDevice {
         let status = topic(&opts.apr, &opts.device, Channel::Status);
         mqtt.set_last_will(LastWill::new(&status, "offline", QoS::AtLeastOnce, true));
         let (client, mut eventloop) = AsyncClient::new(mqtt, 1024);
+        // Each pack goes out at once, not held behind an unacknowledged one
+        // (Nagle's algorithm against the broker's delayed ACK).
+        let mut net = rumqttc::NetworkOptions::new();
+        net.set_tcp_nodelay(true);
+        eventloop.set_network_options(net);
         let outbox = Arc::new(Mutex::new(Outbox::default()));
         let acked = Arc::new(Notify::new());
         let closing = Arc::new(AtomicBool::new(false));

@@ -48,7 +48,7 @@ use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
-use tracing::{error, info, Instrument};
+use tracing::{error, info, warn, Instrument};
 
 pub use directory::{password_sha256, DeviceDirectory, DeviceGrant};
 pub use gate::GateStats;
@@ -104,6 +104,66 @@ fn rumqttd_config(listen: SocketAddr, username: &str, password: &str) -> Config 
         v4: Some(HashMap::from([("internal".to_string(), server)])),
         ..Config::default()
     }
+}
+
+/// Sets `TCP_NODELAY` on rumqttd's listening socket at `addr`, so that
+/// every connection it accepts from now on has it too (Linux copies the
+/// option from a listener to the sockets it accepts). rumqttd leaves it
+/// off, so each small packet it writes while an earlier one is still
+/// unacknowledged waited for the peer's delayed ACK: measured, 25–32 ms on
+/// every publish from rumqttd to a gateway at low rates (docs/SCALING.md,
+/// M5). Answers whether the listener was found and set.
+pub(crate) fn nodelay_for_listener_at(addr: SocketAddr) -> bool {
+    on_listener_at(addr, |sock| sock.set_tcp_nodelay(true).is_ok()) == Some(true)
+}
+
+/// Runs `f` on the listening socket bound to `addr` among this process's
+/// descriptors (rumqttd does not hand its listener out): a socket bound
+/// there with no peer. `None` when there is none.
+#[cfg(target_os = "linux")]
+#[allow(unsafe_code)]
+fn on_listener_at<R>(addr: SocketAddr, mut f: impl FnMut(socket2::SockRef<'_>) -> R) -> Option<R> {
+    use std::os::fd::{BorrowedFd, RawFd};
+    let dir = std::fs::read_dir("/proc/self/fd").ok()?;
+    for entry in dir.flatten() {
+        let Some(raw) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<RawFd>().ok())
+        else {
+            continue;
+        };
+        // Sockets only (the descriptor's link reads `socket:[inode]`).
+        let is_socket = std::fs::read_link(entry.path())
+            .is_ok_and(|target| target.to_string_lossy().starts_with("socket:"));
+        if !is_socket {
+            continue;
+        }
+        // SAFETY: the descriptor was open when its entry was read, and it is
+        // only lent to the socket calls below (getsockname, getpeername and
+        // `f`'s getsockopt or setsockopt), never closed or kept. Should
+        // another thread close it meanwhile, those calls fail (EBADF) or
+        // reach the socket that took its number next, which `f` sees only
+        // if it too is a listener bound to `addr`: no memory is involved.
+        let fd = unsafe { BorrowedFd::borrow_raw(raw) };
+        let sock = socket2::SockRef::from(&fd);
+        let bound_here = sock
+            .local_addr()
+            .ok()
+            .and_then(|a| a.as_socket())
+            .is_some_and(|a| a == addr);
+        if bound_here && sock.peer_addr().is_err() {
+            return Some(f(sock));
+        }
+    }
+    None
+}
+
+/// Without `/proc/self/fd` the listener cannot be found: rumqttd's
+/// connections keep Nagle's algorithm.
+#[cfg(not(target_os = "linux"))]
+fn on_listener_at<R>(_addr: SocketAddr, _f: impl FnMut(socket2::SockRef<'_>) -> R) -> Option<R> {
+    None
 }
 
 /// A free loopback port (bound, then released for rumqttd to take).
@@ -215,6 +275,9 @@ impl EmbeddedBroker {
                 )));
             }
             tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        if !nodelay_for_listener_at(internal_addr) {
+            warn!(%internal_addr, "cannot set TCP_NODELAY on the internal broker's listener; its packets may wait up to 40 ms for delayed ACKs");
         }
         let listener = TcpListener::bind(public_listen)
             .await
@@ -385,4 +448,39 @@ async fn accept_devices(
     }
     connections.shutdown().await;
     info!("device gate stopped");
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_listener_found_by_its_address_passes_nodelay_to_what_it_accepts_next() {
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let _early = std::net::TcpStream::connect(addr).unwrap();
+        let (before, _) = listener.accept().unwrap();
+        assert!(!before.nodelay().unwrap(), "off by default");
+        assert!(nodelay_for_listener_at(addr));
+        // An accepted socket is bound to the same address but has a peer:
+        // it is not taken for the listener.
+        assert!(!before.nodelay().unwrap());
+        let _late = std::net::TcpStream::connect(addr).unwrap();
+        let (after, _) = listener.accept().unwrap();
+        assert!(after.nodelay().unwrap(), "inherited from the listener");
+        drop(listener);
+        assert!(!nodelay_for_listener_at(addr), "no listener there any more");
+    }
+
+    #[tokio::test]
+    async fn the_internal_broker_listens_with_nodelay() {
+        let broker = EmbeddedBroker::start(
+            (Ipv4Addr::LOCALHOST, 0).into(),
+            Arc::new(DeviceDirectory::new(Vec::new())),
+        )
+        .await
+        .unwrap();
+        let nodelay = on_listener_at(broker.internal_addr(), |s| s.tcp_nodelay().ok());
+        assert_eq!(nodelay, Some(Some(true)));
+    }
 }
