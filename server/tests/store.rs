@@ -129,6 +129,30 @@ fn multi_row_inserts_count_each_reading_once_whatever_the_chunk() {
     assert_eq!(value_at(T0 + 199_000), Some(199.0));
 }
 
+/// A store with the demo fleet that moves readings out of
+/// `readings_recent` above `merge_above_rows`, in chunks of `chunk_rows`;
+/// answers the temp dir, the file and the store.
+fn store_with_log(
+    merge_above_rows: u64,
+    chunk_rows: u64,
+) -> (
+    tempfile::TempDir,
+    std::path::PathBuf,
+    SqliteStore,
+    RecentLog,
+) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("s.sqlite3");
+    let log = RecentLog {
+        merge_above_rows,
+        chunk_rows,
+        direct_per_series: 4,
+    };
+    let s = SqliteStore::open_with(&path, 1, log).unwrap();
+    fleet::import_file(&s, &fleet_csv()).unwrap();
+    (dir, path, s, log)
+}
+
 /// Rows of `table` in the store file, read beside the store.
 fn rows_in(path: &std::path::Path, table: &str) -> Vec<(i64, i64)> {
     let c = rusqlite::Connection::open(path).unwrap();
@@ -145,15 +169,7 @@ fn rows_in(path: &std::path::Path, table: &str) -> Vec<(i64, i64)> {
 
 #[test]
 fn readings_move_from_the_recent_table_in_chunks_and_every_query_reads_both() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sqlite3");
-    let log = RecentLog {
-        merge_above_rows: 10,
-        chunk_rows: 7,
-        direct_per_series: 4,
-    };
-    let s = SqliteStore::open_with(&path, 1, log).unwrap();
-    fleet::import_file(&s, &fleet_csv()).unwrap();
+    let (_dir, path, s, log) = store_with_log(10, 7);
     // 30 rounds of three readings for each of three devices, in time order.
     let value = |j: i64, k: i64| (j * 10 + k) as f64;
     for j in 0..30i64 {
@@ -250,15 +266,7 @@ fn readings_move_from_the_recent_table_in_chunks_and_every_query_reads_both() {
 
 #[test]
 fn a_group_with_many_readings_per_series_goes_straight_to_readings_and_duplicates_still_count() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sqlite3");
-    let log = RecentLog {
-        merge_above_rows: 1_000,
-        chunk_rows: 100,
-        direct_per_series: 4,
-    };
-    let s = SqliteStore::open_with(&path, 1, log).unwrap();
-    fleet::import_file(&s, &fleet_csv()).unwrap();
+    let (_dir, path, s, _) = store_with_log(1_000, 100);
     // Three readings of one series: the recent table.
     let few: Vec<(i64, f64)> = (0..3).map(|k| (T0 + k * 1000, 1.0)).collect();
     s.write_batch(batch(OP_APR, "d1", Metric::Ph, &few))
@@ -299,15 +307,7 @@ fn a_group_with_many_readings_per_series_goes_straight_to_readings_and_duplicate
 
 #[test]
 fn a_failing_move_keeps_the_readings_in_the_recent_table_and_ingest_going() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("s.sqlite3");
-    let log = RecentLog {
-        merge_above_rows: 10,
-        chunk_rows: 7,
-        direct_per_series: 4,
-    };
-    let s = SqliteStore::open_with(&path, 1, log).unwrap();
-    fleet::import_file(&s, &fleet_csv()).unwrap();
+    let (_dir, path, s, _) = store_with_log(10, 7);
     // Only the move writes to `readings`: make every such insert fail.
     let side = rusqlite::Connection::open(&path).unwrap();
     side.execute_batch(
