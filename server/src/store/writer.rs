@@ -26,10 +26,12 @@
 //! ingest) is already cheap to insert into `readings` and goes there
 //! directly ([`write_target`]), instead of being written twice.
 //!
-//! Duplicates are still told apart by key. A reading newer than the newest
-//! stored for its series (kept in the series cache) is new; an older one is
-//! looked up in the other table first, and `INSERT OR IGNORE` into the
-//! target catches the rest. A row is never in both tables.
+//! Duplicates are still told apart by key. The series cache keeps, per
+//! series and table, the span of times the table may hold; a reading
+//! inside the other table's span is looked up there first (a backfill older
+//! than everything stored, or live readings newer than it, need no lookup),
+//! and `INSERT OR IGNORE` into the target catches the rest. A row is never
+//! in both tables.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,12 +61,50 @@ pub(super) enum Job {
     Exec(Box<dyn FnOnce(&mut Connection) + Send>),
 }
 
-/// A series' id and the time of its newest stored reading (either table),
-/// or `None` when it has none yet.
+/// The times `lo ..= hi` a table may hold for one series: exact when
+/// loaded, then only widened (rows moved out of `readings_recent` leave its
+/// span as it was), so a time outside it is certainly not in the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Span {
+    lo: i64,
+    hi: i64,
+}
+
+fn span_has(span: Option<Span>, t: i64) -> bool {
+    span.is_some_and(|s| s.lo <= t && t <= s.hi)
+}
+
+/// A series' id and, per table (indexed by [`Target`]), the span of times
+/// it may hold.
 #[derive(Debug, Clone, Copy)]
 pub(super) struct SeriesSlot {
     id: i64,
-    newest_ms: Option<i64>,
+    spans: [Option<Span>; 2],
+}
+
+impl SeriesSlot {
+    /// Whether a reading at `t`, written to `target`, may already be in the
+    /// other table: then it must be looked up there. Rows that moved from
+    /// `readings_recent` to `readings` are within the former's span.
+    fn may_be_in_other(&self, target: Target, t: i64) -> bool {
+        let recent = span_has(self.spans[Target::Recent.index()], t);
+        match target {
+            Target::Recent => recent || span_has(self.spans[Target::Readings.index()], t),
+            Target::Readings => recent,
+        }
+    }
+
+    /// Notes a reading at `t` written to `target`.
+    fn record(&mut self, target: Target, t: i64) {
+        let span = &mut self.spans[target.index()];
+        *span = Some(match *span {
+            Some(s) => Span {
+                lo: s.lo.min(t),
+                hi: s.hi.max(t),
+            },
+            None => Span { lo: t, hi: t },
+        });
+    }
 }
 
 /// Series ids by APR, device and metric index.
@@ -222,10 +262,12 @@ const IN_OTHER: [&str; 2] = [
     "SELECT 1 FROM readings WHERE series = ?1 AND t = ?2",
     "SELECT 1 FROM readings_recent WHERE series = ?1 AND t = ?2",
 ];
-/// The newest time of a series over both tables (the aggregate `max`, which
-/// skips a table without any; the two-argument `max` would answer NULL).
-const NEWEST: &str = "SELECT max(t) FROM (SELECT max(t) AS t FROM readings WHERE series = ?1 \
-     UNION ALL SELECT max(t) FROM readings_recent WHERE series = ?1)";
+/// The first and last time of a series in each table, in [`Target`] order
+/// (one aggregate per subquery, so each is a single B-tree descent).
+const SPANS: &str = "SELECT (SELECT min(t) FROM readings_recent WHERE series = ?1), \
+     (SELECT max(t) FROM readings_recent WHERE series = ?1), \
+     (SELECT min(t) FROM readings WHERE series = ?1), \
+     (SELECT max(t) FROM readings WHERE series = ?1)";
 /// The key just past a chunk of `?3` rows from `(?1, ?2)` on, if any.
 const CHUNK_END: &str = "SELECT series, t FROM readings_recent WHERE (series, t) >= (?1, ?2) \
      ORDER BY series, t LIMIT 1 OFFSET ?3";
@@ -408,17 +450,16 @@ fn apply_batches(
                     let slot = cached
                         .as_mut()
                         .ok_or_else(|| Error::Unavailable("series cache lost an entry".into()))?;
-                    if slot.newest_ms.is_some_and(|newest| r.t_ms <= newest) {
-                        // Not newer than what the series holds: a duplicate
-                        // if the other table has it (the target's own key
-                        // catches the rest on insert).
-                        if in_other.exists(params![slot.id, r.t_ms])? {
-                            old_duplicates += 1;
-                            continue;
-                        }
-                    } else {
-                        slot.newest_ms = Some(r.t_ms);
+                    // A duplicate if the other table has it (the target's
+                    // own key catches the rest on insert); looked up only
+                    // where that table may hold it.
+                    if slot.may_be_in_other(target, r.t_ms)
+                        && in_other.exists(params![slot.id, r.t_ms])?
+                    {
+                        old_duplicates += 1;
+                        continue;
                     }
+                    slot.record(target, r.t_ms);
                     rows.push((slot.id, r.t_ms, r.value));
                 }
                 for refusal in &pack.refusals {
@@ -461,7 +502,7 @@ fn apply_batches(
     Ok((acks, stored_total, target))
 }
 
-/// The id of a series, created when new, and its newest reading's time.
+/// The id of a series, created when new, and the spans of its times.
 fn series_slot(conn: &Connection, apr: &str, device: &str, metric: Metric) -> Result<SeriesSlot> {
     let metric = i64::from(metric.index());
     let found = conn
@@ -469,16 +510,20 @@ fn series_slot(conn: &Connection, apr: &str, device: &str, metric: Metric) -> Re
         .query_row(params![apr, device, metric], |r| r.get(0))
         .optional()?;
     if let Some(id) = found {
-        let newest_ms = conn
-            .prepare_cached(NEWEST)?
-            .query_row([id], |r| r.get::<_, Option<i64>>(0))?;
-        return Ok(SeriesSlot { id, newest_ms });
+        let spans = conn.prepare_cached(SPANS)?.query_row([id], |r| {
+            let span = |lo: Option<i64>, hi: Option<i64>| match (lo, hi) {
+                (Some(lo), Some(hi)) => Some(Span { lo, hi }),
+                _ => None,
+            };
+            Ok([span(r.get(0)?, r.get(1)?), span(r.get(2)?, r.get(3)?)])
+        })?;
+        return Ok(SeriesSlot { id, spans });
     }
     conn.prepare_cached("INSERT INTO series(apr, device, metric) VALUES (?1, ?2, ?3)")?
         .execute(params![apr, device, metric])?;
     Ok(SeriesSlot {
         id: conn.last_insert_rowid(),
-        newest_ms: None,
+        spans: [None, None],
     })
 }
 
@@ -550,6 +595,29 @@ mod tests {
         assert_eq!(write_target(7_999, 2_000, LOG), Target::Recent);
         assert_eq!(write_target(8_000, 2_000, LOG), Target::Readings);
         assert_eq!(write_target(u64::MAX, u64::MAX, LOG), Target::Readings);
+    }
+
+    #[test]
+    fn a_reading_is_looked_up_only_where_the_other_table_may_hold_it() {
+        let mut slot = SeriesSlot {
+            id: 1,
+            spans: [None, None],
+        };
+        assert!(!slot.may_be_in_other(Target::Recent, 10));
+        slot.record(Target::Recent, 10);
+        slot.record(Target::Recent, 20);
+        // Written to `readings`: only the recent table's span counts.
+        assert!(slot.may_be_in_other(Target::Readings, 15));
+        assert!(!slot.may_be_in_other(Target::Readings, 25));
+        assert!(!slot.may_be_in_other(Target::Readings, 5));
+        slot.record(Target::Readings, 100);
+        slot.record(Target::Readings, 200);
+        // Written to the recent table: `readings` may hold its own span and
+        // whatever moved there from the recent table.
+        assert!(slot.may_be_in_other(Target::Recent, 150));
+        assert!(slot.may_be_in_other(Target::Recent, 15));
+        assert!(!slot.may_be_in_other(Target::Recent, 50));
+        assert!(!slot.may_be_in_other(Target::Recent, 250));
     }
 
     #[test]
