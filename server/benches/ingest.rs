@@ -10,7 +10,7 @@
 
 use std::sync::atomic::{AtomicI64, Ordering};
 
-use apr_server::store::{SeriesStore, SqliteStore};
+use apr_server::store::{RecentLog, SeriesStore, SqliteStore};
 use apr_wire::ingest::{decode_batch, IngestBatch, IngestPack};
 use apr_wire::validate::Reading;
 use apr_wire::Metric;
@@ -113,4 +113,103 @@ fn decode_and_store_batch_of_1000_readings(b: divan::Bencher) {
             let batch = decode_batch(&body).expect("decodes");
             store.write_batch(batch).expect("stored")
         });
+}
+
+/// APRs of the paced-store benchmark (one device, ten metrics each): 2,000
+/// series, as a fleet whose every series reports between two commits.
+const PACED_APRS: usize = 200;
+
+/// A store holding 200 readings of each of the 2,000 series, written in
+/// large batches (so straight to `readings`), opened with `log`.
+fn store_with_history(dir: &std::path::Path, log: RecentLog) -> SqliteStore {
+    let store = SqliteStore::open_with(&dir.join("store.db"), 1, log).expect("store");
+    for apr in 0..PACED_APRS {
+        let readings = (0..200)
+            .flat_map(|i| {
+                paced_metrics().into_iter().map(move |m| Reading {
+                    metric: m,
+                    t_ms: T0_MS - 86_400_000 + i * 60_000,
+                    value: m.range().0.max(0.0),
+                })
+            })
+            .collect();
+        let batch = IngestBatch {
+            gateway: "gw-bench".into(),
+            seq: apr as u64,
+            packs: vec![IngestPack {
+                apr: format!("apr-{apr:04}"),
+                device: "caseta".into(),
+                bt: None,
+                received_ms: T0_MS,
+                readings,
+                refusals: Vec::new(),
+                raw: None,
+            }],
+            statuses: Vec::new(),
+        };
+        store.write_batch(batch).expect("history stored");
+    }
+    store
+}
+
+fn paced_metrics() -> Vec<Metric> {
+    Metric::ALL
+        .iter()
+        .copied()
+        .filter(|m| *m != Metric::Pump)
+        .take(READINGS_PER_PACK)
+        .collect()
+}
+
+/// One paced commit: one reading of each of the 2,000 series (200 packs of
+/// ten), new times every call.
+fn paced_batch() -> IngestBatch {
+    let minute = NEXT_MINUTE.fetch_add(1, Ordering::Relaxed);
+    let t_ms = T0_MS + minute * 60_000;
+    let packs = (0..PACED_APRS)
+        .map(|apr| IngestPack {
+            apr: format!("apr-{apr:04}"),
+            device: "caseta".into(),
+            bt: Some(t_ms as f64 / 1000.0),
+            received_ms: t_ms,
+            readings: paced_metrics()
+                .into_iter()
+                .map(|m| Reading {
+                    metric: m,
+                    t_ms,
+                    value: m.range().0.max(0.0),
+                })
+                .collect(),
+            refusals: Vec::new(),
+            raw: None,
+        })
+        .collect();
+    IngestBatch {
+        gateway: "gw-bench".into(),
+        seq: minute as u64,
+        packs,
+        statuses: Vec::new(),
+    }
+}
+
+/// Paced commits (one reading per series, 2,000 series with history) with
+/// the store's policy (`recent`: into `readings_recent`, moved in chunks)
+/// against every reading straight into `readings` (`direct`, the layout
+/// before schema v5), in the same run.
+#[divan::bench(args = ["recent", "direct"], sample_count = 40, sample_size = 1)]
+fn paced_commit_of_2000_series(b: divan::Bencher, layout: &str) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let log = match layout {
+        "direct" => RecentLog {
+            direct_per_series: 0,
+            ..RecentLog::default()
+        },
+        _ => RecentLog::default(),
+    };
+    let store = store_with_history(dir.path(), log);
+    b.counter(divan::counter::ItemsCount::new(
+        PACED_APRS * READINGS_PER_PACK,
+    ))
+    .with_inputs(paced_batch)
+    .bench_local_values(|batch| store.write_batch(batch).expect("stored"));
 }
