@@ -221,13 +221,36 @@ pub struct Store {
     pub path: PathBuf,
     /// Read connections kept open for queries.
     pub read_connections: usize,
+    /// Rows `readings_recent` may hold before chunks move to `readings`
+    /// (see `store::writer`).
+    pub recent_rows_max: u64,
+    /// Rows moved at least per chunk, one chunk after each write.
+    pub recent_chunk_rows: u64,
+    /// Readings per series from which a group goes straight to `readings`
+    /// (0: always, i.e. no `readings_recent`).
+    pub direct_per_series: u64,
 }
 
 impl Default for Store {
     fn default() -> Self {
+        let log = crate::store::RecentLog::default();
         Store {
             path: PathBuf::from("apr.sqlite3"),
             read_connections: 4,
+            recent_rows_max: log.merge_above_rows,
+            recent_chunk_rows: log.chunk_rows,
+            direct_per_series: log.direct_per_series,
+        }
+    }
+}
+
+impl Store {
+    /// The writer's policy for `readings_recent`.
+    pub fn recent_log(&self) -> crate::store::RecentLog {
+        crate::store::RecentLog {
+            merge_above_rows: self.recent_rows_max,
+            chunk_rows: self.recent_chunk_rows,
+            direct_per_series: self.direct_per_series,
         }
     }
 }
@@ -293,6 +316,14 @@ allow_plaintext = {allow_plaintext}
 path = {path}
 # Read connections kept open for queries.
 read_connections = {read_connections}
+# New readings wait in a small table (readings_recent) and move to the main
+# one in sorted chunks: a commit then rewrites few pages even when thousands
+# of series report every second (docs/SCALING.md). Rows it may hold, rows
+# moved at least per chunk, and readings per series from which a write goes
+# straight to the main table (0: always).
+recent_rows_max = {recent_rows_max}
+recent_chunk_rows = {recent_chunk_rows}
+direct_per_series = {direct_per_series}
 
 [ingest]
 # Largest POST /api/v1/ingest body in bytes; a larger one is answered 413.
@@ -362,6 +393,9 @@ address_window_s = {address_window_s}
         allow_plaintext = d.http.allow_plaintext,
         path = q(&d.store.path.to_string_lossy()),
         read_connections = d.store.read_connections,
+        recent_rows_max = d.store.recent_rows_max,
+        recent_chunk_rows = d.store.recent_chunk_rows,
+        direct_per_series = d.store.direct_per_series,
         max_batch_bytes = d.ingest.max_batch_bytes,
         tick_interval_s = d.alerts.tick_interval_s,
         alerts_queue = d.alerts.queue,
@@ -462,5 +496,31 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.metrics.scrape_token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn the_recent_readings_policy_comes_from_the_file_and_the_environment() {
+        let c: Config = apr_wire::settings::load_from(
+            "[store]\nrecent_rows_max = 1000\n",
+            "server.toml",
+            ENV_PREFIX,
+            vec![("APR_SERVER__STORE__DIRECT_PER_SERIES".into(), "0".into())],
+        )
+        .unwrap();
+        let log = c.store.recent_log();
+        assert_eq!(
+            (log.merge_above_rows, log.chunk_rows, log.direct_per_series),
+            (1000, crate::store::RecentLog::default().chunk_rows, 0)
+        );
+        let bad = apr_wire::settings::load_from::<Config>(
+            "[store]\nrecent_rows_max = -1\n",
+            "server.toml",
+            ENV_PREFIX,
+            Vec::new(),
+        );
+        assert!(
+            bad.is_err_and(|e| e.0.contains("recent_rows_max")),
+            "a negative limit names the key"
+        );
     }
 }

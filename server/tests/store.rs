@@ -183,6 +183,8 @@ fn readings_move_from_the_recent_table_in_chunks_and_every_query_reads_both() {
             assert_eq!((ack.stored, ack.duplicates), (3, 0));
         }
     }
+    // The writer moves a chunk after answering a write: let it finish.
+    s.wait_for_writer().unwrap();
     let main = rows_in(&path, "readings");
     let recent = rows_in(&path, "readings_recent");
     assert_eq!(main.len() + recent.len(), 270);
@@ -332,6 +334,7 @@ fn a_failing_move_keeps_the_readings_in_the_recent_table_and_ingest_going() {
     side.execute_batch("DROP TRIGGER no_moves").unwrap();
     s.write_batch(batch(OP_APR, "d1", Metric::Ph, &[(T0 + 10_000, 7.0)]))
         .unwrap();
+    s.wait_for_writer().unwrap();
     let moved = rows_in(&path, "readings").len();
     assert!(moved >= 7, "moved {moved}");
     assert_eq!(moved + rows_in(&path, "readings_recent").len(), 61);

@@ -174,6 +174,13 @@ impl SqliteStore {
             .map_err(|_| writer_stopped())
     }
 
+    /// Returns once the writer has finished everything sent to it before,
+    /// including the move of recent readings that follows a write (the
+    /// writer answers a write first and moves a chunk after).
+    pub fn wait_for_writer(&self) -> Result<()> {
+        self.write(|_| Ok(()))
+    }
+
     /// Runs `f` in its own write transaction on the writer thread.
     pub(super) fn write<T: Send + 'static>(
         &self,
