@@ -66,17 +66,22 @@
 //!   `-search.latencyOffset=0s`, so a sample is searchable once flushed, not
 //!   30 s later. With `flush_after_write` (the default) each write is
 //!   followed by `/internal/force_flush`, so a sample of a known series is
-//!   searchable when the ack goes out; a brand-new series (a new device or
-//!   metric) still takes up to about a second to be indexed.
+//!   searchable when the ack goes out. A brand-new series (a new device or
+//!   metric, or the first write since the server started) takes the engine
+//!   about a second to index, more on a loaded machine: the write then asks
+//!   `/api/v1/series` until every new series is listed ([`unseen_series`],
+//!   [`series_selectors`]), so what a batch wrote is searchable when its ack
+//!   goes out, new series included. Past the request timeout it acks anyway
+//!   (the engine holds the readings) and logs a warning.
 //!
 //! No InfluxDB 2 server can be installed where this is tested, so there is
 //! no Flux reader: with InfluxDB as the engine, writes work, but the
 //! server's own views need a Prometheus-style read API (VictoriaMetrics).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use apr_wire::ingest::{IngestAck, IngestBatch};
 use apr_wire::Metric;
@@ -124,7 +129,15 @@ pub struct VictoriaSeries {
     readings_total: AtomicU64,
     /// Region of each APR written so far (from the registry).
     regions: Mutex<HashMap<String, String>>,
+    /// Series this process has seen listed by the engine (searchable).
+    searchable: Mutex<HashSet<SeriesKey>>,
 }
+
+/// A series as the engine names it: APR, device, metric.
+pub type SeriesKey = (String, String, Metric);
+
+/// Most selectors sent in one `/api/v1/series` request.
+const SELECTORS_PER_REQUEST: usize = 256;
 
 impl std::fmt::Debug for VictoriaSeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -162,6 +175,7 @@ impl VictoriaSeries {
                 counted.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             ),
             regions: Mutex::new(HashMap::new()),
+            searchable: Mutex::new(HashSet::new()),
         };
         store.health()?;
         Ok(store)
@@ -249,6 +263,55 @@ impl VictoriaSeries {
             .iter()
             .filter_map(|p| Some((p.apr.clone(), known.get(&p.apr)?.clone())))
             .collect())
+    }
+
+    /// Waits until the engine lists every series of `unseen` (written in
+    /// `[from_ms, to_ms]`), flushing between tries; past the request
+    /// timeout it logs a warning and returns. The listed ones are
+    /// remembered, so a series is waited for once per process.
+    fn wait_searchable(&self, unseen: BTreeSet<SeriesKey>, from_ms: i64, to_ms: i64) -> Result<()> {
+        let started = Instant::now();
+        let deadline = started + self.settings.timeout.max(Duration::from_secs(1));
+        let mut missing = unseen.clone();
+        let mut pause = Duration::from_millis(20);
+        loop {
+            let selectors = series_selectors(&missing);
+            for chunk in selectors.chunks(SELECTORS_PER_REQUEST) {
+                let mut form: Vec<(&str, String)> =
+                    chunk.iter().map(|s| ("match[]", s.clone())).collect();
+                form.push(("start", seconds(from_ms)));
+                form.push(("end", seconds(to_ms)));
+                form.push(("nocache", "1".into()));
+                let resp = self
+                    .authorized(self.http.post(self.url("/api/v1/series")).form(&form))
+                    .send()
+                    .map_err(engine_error)?;
+                let body = check_status(resp)?.text().map_err(engine_error)?;
+                for key in parse_series_list(&body)? {
+                    missing.remove(&key);
+                }
+            }
+            if missing.is_empty() {
+                break;
+            }
+            if Instant::now() >= deadline {
+                tracing::warn!(
+                    missing = missing.len(),
+                    waited_ms = started.elapsed().as_millis() as u64,
+                    "new series written but not yet searchable; acknowledging anyway"
+                );
+                break;
+            }
+            std::thread::sleep(pause);
+            pause = (pause * 2).min(Duration::from_millis(500));
+            self.flush()?;
+        }
+        let mut known = self
+            .searchable
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        known.extend(unseen.into_iter().filter(|k| !missing.contains(k)));
+        Ok(())
     }
 
     fn apr_selector(apr: &str) -> String {
@@ -351,6 +414,74 @@ pub fn line_protocol(
         out.push('\n');
     }
     Ok((out, n))
+}
+
+/// The series of `batch` not in `known`, and the span of times (ms) their
+/// readings cover; `None` when every series is known.
+pub fn unseen_series(
+    batch: &IngestBatch,
+    known: &HashSet<SeriesKey>,
+) -> Option<(BTreeSet<SeriesKey>, i64, i64)> {
+    let mut unseen = BTreeSet::new();
+    let (mut from, mut to) = (i64::MAX, i64::MIN);
+    for pack in &batch.packs {
+        for r in &pack.readings {
+            let key = (pack.apr.clone(), pack.device.clone(), r.metric);
+            if known.contains(&key) {
+                continue;
+            }
+            from = from.min(r.t_ms);
+            to = to.max(r.t_ms);
+            unseen.insert(key);
+        }
+    }
+    (!unseen.is_empty()).then_some((unseen, from, to))
+}
+
+/// Selectors naming exactly the metrics of `series`, one per (APR, device):
+/// `{__name__=~"apr_(chlorine|flow)",apr="..",device=".."}`.
+pub fn series_selectors(series: &BTreeSet<SeriesKey>) -> Vec<String> {
+    let mut by_device: BTreeMap<(&str, &str), Vec<&str>> = BTreeMap::new();
+    for (apr, device, metric) in series {
+        by_device
+            .entry((apr.as_str(), device.as_str()))
+            .or_default()
+            .push(metric.name());
+    }
+    by_device
+        .into_iter()
+        .map(|((apr, device), metrics)| {
+            format!(
+                "{{__name__=~\"{MEASUREMENT}_({})\",{MEASUREMENT}=\"{}\",device=\"{}\"}}",
+                metrics.join("|"),
+                label_value(apr),
+                label_value(device)
+            )
+        })
+        .collect()
+}
+
+#[derive(Deserialize)]
+struct SeriesListAnswer {
+    data: Vec<BTreeMap<String, String>>,
+}
+
+/// The series an `/api/v1/series` answer lists (others, of names that are
+/// not a metric of ours, are left out).
+pub fn parse_series_list(body: &str) -> Result<Vec<SeriesKey>> {
+    let a: SeriesListAnswer = serde_json::from_str(body)
+        .map_err(|e| engine_error(format!("a series list is not understood: {e}")))?;
+    Ok(a.data
+        .into_iter()
+        .filter_map(|labels| {
+            let metric = metric_of(&labels)?;
+            Some((
+                labels.get(MEASUREMENT)?.clone(),
+                labels.get("device")?.clone(),
+                metric,
+            ))
+        })
+        .collect())
 }
 
 /// One series as `/api/v1/export` answers it.
@@ -511,6 +642,16 @@ impl SeriesStore for VictoriaSeries {
             check_status(resp)?;
             if self.settings.flush_after_write {
                 self.flush()?;
+                let unseen = {
+                    let known = self
+                        .searchable
+                        .lock()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    unseen_series(&batch, &known)
+                };
+                if let Some((unseen, from_ms, to_ms)) = unseen {
+                    self.wait_searchable(unseen, from_ms, to_ms)?;
+                }
             }
         }
         // The engine holds the readings; SQLite stores the rest (quarantine,
@@ -705,6 +846,79 @@ mod tests {
             "apr,apr=apr-1,device=dev-1,region=maule chlorine=0.41,pump=1 1764064800000\n\
              apr,apr=apr-1,device=dev-1,region=maule flow=2.5 1764064860123\n"
         );
+    }
+
+    #[test]
+    fn unseen_series_are_those_not_known_with_the_span_of_their_readings() {
+        let r = |metric, t_ms| Reading {
+            metric,
+            t_ms,
+            value: 1.0,
+        };
+        let batch = IngestBatch {
+            gateway: "g".into(),
+            seq: 1,
+            statuses: Vec::new(),
+            packs: vec![
+                pack(
+                    "a",
+                    "d1",
+                    vec![r(Metric::Chlorine, 500), r(Metric::Ph, 900)],
+                ),
+                pack("a", "d2", vec![r(Metric::Flow, 100)]),
+                pack("b", "d1", vec![r(Metric::Chlorine, 2_000)]),
+            ],
+        };
+        let mut known: HashSet<SeriesKey> = HashSet::new();
+        known.insert(("a".into(), "d1".into(), Metric::Ph));
+        known.insert(("b".into(), "d1".into(), Metric::Chlorine));
+        let (unseen, from, to) = unseen_series(&batch, &known).expect("two unseen");
+        let want: BTreeSet<SeriesKey> = [
+            ("a".to_string(), "d1".to_string(), Metric::Chlorine),
+            ("a".to_string(), "d2".to_string(), Metric::Flow),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(unseen, want);
+        assert_eq!(
+            (from, to),
+            (100, 500),
+            "the span of the unseen readings only"
+        );
+        known.extend(want);
+        assert_eq!(unseen_series(&batch, &known), None);
+    }
+
+    #[test]
+    fn series_selectors_name_each_devices_new_metrics_and_parse_back() {
+        let series: BTreeSet<SeriesKey> = [
+            ("a".to_string(), "d1".to_string(), Metric::Chlorine),
+            ("a".to_string(), "d1".to_string(), Metric::Ph),
+            ("b\"x".to_string(), "d2".to_string(), Metric::Flow),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(
+            series_selectors(&series),
+            vec![
+                r#"{__name__=~"apr_(chlorine|ph)",apr="a",device="d1"}"#.to_string(),
+                r#"{__name__=~"apr_(flow)",apr="b\"x",device="d2"}"#.to_string(),
+            ]
+        );
+        let body = r#"{"status":"success","data":[
+            {"__name__":"apr_chlorine","apr":"a","device":"d1","db":"apr","region":"Maule"},
+            {"__name__":"apr_ph","apr":"a","device":"d1"},
+            {"__name__":"other_metric","apr":"a","device":"d1"},
+            {"__name__":"apr_flow","device":"d2"}]}"#;
+        assert_eq!(
+            parse_series_list(body).expect("parses"),
+            vec![
+                ("a".to_string(), "d1".to_string(), Metric::Chlorine),
+                ("a".to_string(), "d1".to_string(), Metric::Ph),
+            ]
+        );
+        let err = parse_series_list("<html>proxy error</html>").expect_err("not JSON");
+        assert!(err.to_string().contains("series list"), "{err}");
     }
 
     #[test]
