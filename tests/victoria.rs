@@ -439,3 +439,152 @@ async fn the_same_readings_show_the_same_figures_on_both_engines_and_are_stored_
     on_vm.shutdown().await.expect("shutdown");
     on_sqlite.shutdown().await.expect("shutdown");
 }
+
+/// What the fault proxy does with `/api/v1/series`.
+const PASS: u8 = 0;
+/// Answers an empty list: the engine has not indexed anything yet.
+const NOT_LISTED: u8 = 1;
+/// Answers 500.
+const FAIL: u8 = 2;
+
+/// A proxy in front of the real engine that passes every request through
+/// but `/api/v1/series`, which it answers as `mode` says.
+async fn fault_proxy(
+    upstream: String,
+    mode: std::sync::Arc<std::sync::atomic::AtomicU8>,
+) -> String {
+    use axum::body::{to_bytes, Body};
+    use axum::extract::Request;
+    use axum::response::Response;
+    let http = reqwest::Client::new();
+    let app = axum::Router::new().fallback(move |req: Request| {
+        let (http, upstream, mode) = (http.clone(), upstream.clone(), mode.clone());
+        async move {
+            let path = req
+                .uri()
+                .path_and_query()
+                .map_or("/", |p| p.as_str())
+                .to_string();
+            if path.starts_with("/api/v1/series") {
+                match mode.load(Ordering::Relaxed) {
+                    NOT_LISTED => {
+                        return Response::new(Body::from(r#"{"status":"success","data":[]}"#))
+                    }
+                    FAIL => {
+                        let mut r = Response::new(Body::from("injected failure"));
+                        *r.status_mut() = axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                        return r;
+                    }
+                    _ => {}
+                }
+            }
+            let method = req.method().clone();
+            let headers = req.headers().clone();
+            let body = to_bytes(req.into_body(), usize::MAX).await.expect("body");
+            let mut up = http.request(method, format!("{upstream}{path}")).body(body);
+            if let Some(ct) = headers.get("content-type") {
+                up = up.header("content-type", ct);
+            }
+            let resp = up.send().await.expect("upstream");
+            let status = resp.status();
+            let mut r = Response::new(Body::from(resp.bytes().await.expect("upstream body")));
+            *r.status_mut() = status;
+            r
+        }
+    });
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move { axum::serve(listener, app).await.expect("proxy") });
+    format!("http://{addr}")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unlisted_new_series_delays_the_ack_to_the_timeout_and_a_failing_list_fails_the_write_losing_nothing(
+) {
+    use apr_server::store::{SeriesStore, SqliteStore, VictoriaSeries, VictoriaSettings};
+    use std::sync::atomic::AtomicU8;
+    use std::sync::Arc;
+
+    let vm = VictoriaMetrics::start();
+    let http = reqwest::Client::new();
+    let mode = Arc::new(AtomicU8::new(NOT_LISTED));
+    let proxy = fault_proxy(vm.url(), mode.clone()).await;
+    let dir = tempfile::tempdir().expect("tempdir");
+    let sqlite = SqliteStore::open(&dir.path().join("s.sqlite3"), 1).expect("sqlite");
+    let timeout = Duration::from_secs(1);
+    let store = Arc::new(
+        VictoriaSeries::open(
+            Arc::new(sqlite),
+            VictoriaSettings {
+                url: proxy,
+                org: "apr".into(),
+                bucket: "apr".into(),
+                token: None,
+                timeout,
+                flush_after_write: true,
+            },
+        )
+        .expect("engine answers"),
+    );
+    let t0 = (now_ms() - 6 * 3_600_000).div_euclid(60_000) * 60_000;
+    let batch = |device: &str| IngestBatch {
+        gateway: "gw-fault".into(),
+        seq: 1,
+        packs: known_set("fault-apr", device, t0)
+            .into_iter()
+            .take(20)
+            .collect(),
+        statuses: Vec::new(),
+    };
+    let write = |b: IngestBatch| {
+        let store = store.clone();
+        async move {
+            let started = std::time::Instant::now();
+            let r = tokio::task::spawn_blocking(move || store.write_batch(b))
+                .await
+                .expect("write task");
+            (r, started.elapsed())
+        }
+    };
+    let in_engine = |device: &'static str| {
+        let (vm, http) = (&vm, &http);
+        async move {
+            vm.flush(http).await;
+            let selector =
+                format!("{{__name__=~\"apr_.+\",apr=\"fault-apr\",device=\"{device}\"}}");
+            let export = vm.export(http, &selector, t0 - 1, t0 + 3_600_000).await;
+            export
+                .iter()
+                .map(|s| s["timestamps"].as_array().map_or(0, Vec::len))
+                .sum::<usize>()
+        }
+    };
+
+    // Never listed: the ack waits for the request timeout, then goes out
+    // (the engine holds the readings).
+    let (r, took) = write(batch("dev-a")).await;
+    let ack = r.expect("acknowledged after the timeout");
+    assert_eq!(ack.stored, 60);
+    assert!(took >= timeout, "the ack waited for the listing: {took:?}");
+    assert!(took < timeout * 10, "and not much longer: {took:?}");
+    assert_eq!(in_engine("dev-a").await, 60);
+
+    // The listing fails: the write fails, saying where; what was written is
+    // in the engine, and the gateway's retry stores each reading once.
+    mode.store(FAIL, Ordering::Relaxed);
+    let (r, _) = write(batch("dev-b")).await;
+    let err = r.expect_err("a failing series list fails the write");
+    assert!(err.to_string().contains("time-series engine"), "{err}");
+    assert_eq!(
+        in_engine("dev-b").await,
+        60,
+        "nothing already written is lost"
+    );
+    mode.store(PASS, Ordering::Relaxed);
+    let (r, took) = write(batch("dev-b")).await;
+    assert_eq!(r.expect("the retry is acknowledged").stored, 60);
+    assert!(took < timeout, "listed at once: {took:?}");
+    assert_eq!(in_engine("dev-b").await, 60, "each reading once");
+}
