@@ -64,7 +64,9 @@ pub struct Series {
     pub token: Option<String>,
     /// Longest one request to the engine may take, ms.
     pub timeout_ms: u64,
-    /// Make each write searchable before its ack (`/internal/force_flush`).
+    /// Make each write searchable before its ack (`/internal/force_flush`,
+    /// then, for series the engine had not seen, a wait until
+    /// `/api/v1/series` lists them).
     pub flush_after_write: bool,
 }
 

@@ -71,8 +71,9 @@
 //!   about a second to index, more on a loaded machine: the write then asks
 //!   `/api/v1/series` until every new series is listed ([`unseen_series`],
 //!   [`series_selectors`]), so what a batch wrote is searchable when its ack
-//!   goes out, new series included. Past the request timeout it acks anyway
-//!   (the engine holds the readings) and logs a warning.
+//!   goes out, new series included. Past the request timeout (at most
+//!   [`LISTING_WAIT_MAX`]) it acks anyway (the engine holds the readings) and
+//!   logs a warning.
 //!
 //! No InfluxDB 2 server can be installed where this is tested, so there is
 //! no Flux reader: with InfluxDB as the engine, writes work, but the
@@ -114,9 +115,10 @@ pub struct VictoriaSettings {
     pub token: Option<String>,
     /// Longest one request may take.
     pub timeout: Duration,
-    /// Call `/internal/force_flush` after each write, so what a batch wrote
-    /// is searchable when its ack goes out (read-your-writes, as with
-    /// SQLite: the KPI task reads the days a batch touched right after it).
+    /// Call `/internal/force_flush` after each write, and wait until the
+    /// engine lists the series it had not seen, so what a batch wrote is
+    /// searchable when its ack goes out (read-your-writes, as with SQLite:
+    /// the KPI task reads the days a batch touched right after it).
     pub flush_after_write: bool,
 }
 
@@ -138,6 +140,11 @@ pub type SeriesKey = (String, String, Metric);
 
 /// Most selectors sent in one `/api/v1/series` request.
 const SELECTORS_PER_REQUEST: usize = 256;
+
+/// Longest a write waits for its new series to be listed (or the request
+/// timeout, when shorter): well inside a gateway's request timeout (10 s by
+/// default), so a slow index does not turn into retried batches.
+pub const LISTING_WAIT_MAX: Duration = Duration::from_secs(5);
 
 impl std::fmt::Debug for VictoriaSeries {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -267,11 +274,12 @@ impl VictoriaSeries {
 
     /// Waits until the engine lists every series of `unseen` (written in
     /// `[from_ms, to_ms]`), flushing between tries; past the request
-    /// timeout it logs a warning and returns. The listed ones are
-    /// remembered, so a series is waited for once per process.
+    /// timeout (at most [`LISTING_WAIT_MAX`]) it logs a warning and returns.
+    /// The listed ones are remembered, so a series is waited for once per
+    /// process.
     fn wait_searchable(&self, unseen: BTreeSet<SeriesKey>, from_ms: i64, to_ms: i64) -> Result<()> {
         let started = Instant::now();
-        let deadline = started + self.settings.timeout.max(Duration::from_secs(1));
+        let deadline = started + listing_wait(self.settings.timeout);
         let mut missing = unseen.clone();
         let mut pause = Duration::from_millis(20);
         loop {
@@ -414,6 +422,12 @@ pub fn line_protocol(
         out.push('\n');
     }
     Ok((out, n))
+}
+
+/// How long a write waits for its new series to be listed, given the
+/// request timeout.
+pub fn listing_wait(request_timeout: Duration) -> Duration {
+    request_timeout.min(LISTING_WAIT_MAX)
 }
 
 /// The series of `batch` not in `known`, and the span of times (ms) their
@@ -887,6 +901,16 @@ mod tests {
         );
         known.extend(want);
         assert_eq!(unseen_series(&batch, &known), None);
+    }
+
+    #[test]
+    fn the_listing_wait_is_the_request_timeout_up_to_five_seconds() {
+        assert_eq!(listing_wait(Duration::from_secs(1)), Duration::from_secs(1));
+        assert_eq!(listing_wait(Duration::from_secs(30)), LISTING_WAIT_MAX);
+        assert!(
+            LISTING_WAIT_MAX < Duration::from_secs(10),
+            "inside the gateway's timeout"
+        );
     }
 
     #[test]
