@@ -79,7 +79,7 @@
 //! no Flux reader: with InfluxDB as the engine, writes work, but the
 //! server's own views need a Prometheus-style read API (VictoriaMetrics).
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
@@ -132,11 +132,46 @@ pub struct VictoriaSeries {
     /// Region of each APR written so far (from the registry).
     regions: Mutex<HashMap<String, String>>,
     /// Series this process has seen listed by the engine (searchable).
-    searchable: Mutex<HashSet<SeriesKey>>,
+    searchable: Mutex<KnownSeries>,
 }
 
 /// A series as the engine names it: APR, device, metric.
 pub type SeriesKey = (String, String, Metric);
+
+/// A set of series, looked up by borrowed names (no allocation per reading
+/// on the write path): the metrics of each APR and device as a bit set.
+#[derive(Debug, Default)]
+pub struct KnownSeries(HashMap<String, HashMap<String, u32>>);
+
+// Every metric has its bit.
+const _: () = assert!(Metric::ALL.len() <= 32);
+
+impl KnownSeries {
+    fn bit(metric: Metric) -> u32 {
+        1 << metric.index()
+    }
+
+    /// Whether the set holds the series.
+    pub fn contains(&self, apr: &str, device: &str, metric: Metric) -> bool {
+        self.0
+            .get(apr)
+            .and_then(|devices| devices.get(device))
+            .is_some_and(|bits| bits & Self::bit(metric) != 0)
+    }
+
+    /// Adds a series.
+    pub fn insert(&mut self, (apr, device, metric): SeriesKey) {
+        *self.0.entry(apr).or_default().entry(device).or_default() |= Self::bit(metric);
+    }
+}
+
+impl Extend<SeriesKey> for KnownSeries {
+    fn extend<I: IntoIterator<Item = SeriesKey>>(&mut self, keys: I) {
+        for key in keys {
+            self.insert(key);
+        }
+    }
+}
 
 /// Most selectors sent in one `/api/v1/series` request.
 const SELECTORS_PER_REQUEST: usize = 256;
@@ -182,7 +217,7 @@ impl VictoriaSeries {
                 counted.and_then(|n| u64::try_from(n).ok()).unwrap_or(0),
             ),
             regions: Mutex::new(HashMap::new()),
-            searchable: Mutex::new(HashSet::new()),
+            searchable: Mutex::new(KnownSeries::default()),
         };
         store.health()?;
         Ok(store)
@@ -434,19 +469,18 @@ pub fn listing_wait(request_timeout: Duration) -> Duration {
 /// readings cover; `None` when every series is known.
 pub fn unseen_series(
     batch: &IngestBatch,
-    known: &HashSet<SeriesKey>,
+    known: &KnownSeries,
 ) -> Option<(BTreeSet<SeriesKey>, i64, i64)> {
     let mut unseen = BTreeSet::new();
     let (mut from, mut to) = (i64::MAX, i64::MIN);
     for pack in &batch.packs {
         for r in &pack.readings {
-            let key = (pack.apr.clone(), pack.device.clone(), r.metric);
-            if known.contains(&key) {
+            if known.contains(&pack.apr, &pack.device, r.metric) {
                 continue;
             }
             from = from.min(r.t_ms);
             to = to.max(r.t_ms);
-            unseen.insert(key);
+            unseen.insert((pack.apr.clone(), pack.device.clone(), r.metric));
         }
     }
     (!unseen.is_empty()).then_some((unseen, from, to))
@@ -883,7 +917,7 @@ mod tests {
                 pack("b", "d1", vec![r(Metric::Chlorine, 2_000)]),
             ],
         };
-        let mut known: HashSet<SeriesKey> = HashSet::new();
+        let mut known = KnownSeries::default();
         known.insert(("a".into(), "d1".into(), Metric::Ph));
         known.insert(("b".into(), "d1".into(), Metric::Chlorine));
         let (unseen, from, to) = unseen_series(&batch, &known).expect("two unseen");
