@@ -561,6 +561,17 @@ impl Demo {
         s
     }
 
+    /// Whether every site's history is at the server: acknowledged to the
+    /// devices (which, with the gateways' durable spools, means on a
+    /// gateway's disk) and forwarded since (every spool empty).
+    pub fn history_stored(&self) -> bool {
+        use std::sync::atomic::Ordering;
+        let sites = self.progress.sites.load(Ordering::Relaxed);
+        sites > 0
+            && self.progress.sites_history_done.load(Ordering::Relaxed) >= sites
+            && self.gateways.iter().all(|g| g.stats().spool.packs == 0)
+    }
+
     /// Gateways' counters summed.
     pub fn gateway_stats(&self) -> Vec<apr_gateway::GatewayStats> {
         self.gateways.iter().map(GatewayHandle::stats).collect()

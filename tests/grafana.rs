@@ -9,7 +9,6 @@ mod support;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use apr::demo::{start, DemoOptions};
@@ -123,11 +122,11 @@ async fn every_panel_query_returns_series_from_victoriametrics_holding_demo_data
     })
     .await
     .expect("demo starts");
-    let progress = demo.progress.clone();
-    eventually(Duration::from_secs(240), "history acknowledged", || {
-        let p = progress.clone();
-        async move { (p.sites_history_done.load(Ordering::Relaxed) == 56).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(240),
+        "history at the server",
+        || async { demo.history_stored().then_some(()) },
+    )
     .await;
     vm.flush(&http).await;
 

@@ -153,11 +153,11 @@ async fn summary(http: &reqwest::Client, demo: &Demo) -> Value {
 }
 
 async fn wait_history(demo: &Demo) {
-    let progress = demo.progress.clone();
-    eventually(Duration::from_secs(240), "history acknowledged", || {
-        let p = progress.clone();
-        async move { (p.sites_history_done.load(Ordering::Relaxed) == 56).then_some(()) }
-    })
+    eventually(
+        Duration::from_secs(240),
+        "history at the server",
+        || async { demo.history_stored().then_some(()) },
+    )
     .await;
 }
 
