@@ -16,6 +16,8 @@
 #[path = "../support/mod.rs"]
 mod support;
 
+mod central;
+
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -72,6 +74,12 @@ struct Args {
     /// their ratio.
     #[arg(long)]
     victoria: bool,
+    /// The central server as deployed: no broker and no devices here, each
+    /// of `--sites` APRs its own site gateway posting one pack per request
+    /// to the server's ingest API (one request in flight each; `--rate`
+    /// paces them). See `central.rs`.
+    #[arg(long)]
+    central: bool,
     // `cargo test` passes these to every test binary; accepted and ignored.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -226,7 +234,12 @@ async fn run(args: Args) -> bool {
         )
         .expect("fleet");
     let probe_site = site_id(n);
-    let g = args.gateways.clamp(1, n);
+    // Central: one gateway per APR (the probe's too), as deployed.
+    let g = if args.central {
+        n + 1
+    } else {
+        args.gateways.clamp(1, n)
+    };
     let mut shares: Vec<Vec<String>> = vec![Vec::new(); g];
     for i in 0..=n {
         shares[i % g].push(site_id(i));
@@ -246,6 +259,23 @@ async fn run(args: Args) -> bool {
     let server = tokio::spawn(apr_server::serve(listener, state.clone(), async move {
         let _ = stopped.await;
     }));
+
+    if args.central {
+        let ok = central::run(central::Central {
+            state: &state,
+            http_addr,
+            tokens: &gw_tokens,
+            reader: &reader,
+            sites: n,
+            seconds: args.seconds,
+            rate: args.rate,
+            per_pack: args.reports_per_pack,
+        })
+        .await;
+        let _ = stop.send(());
+        let _ = server.await;
+        return ok;
+    }
 
     // Broker.
     let password = |i: usize| format!("secret-{i}");
