@@ -22,7 +22,7 @@ use apr_wire::ingest::{IngestAck, IngestBatch, IngestPack};
 use apr_wire::validate::Reading;
 
 use super::{
-    cpu_seconds, latency_text, metrics, now_s, rss_mib, sample_value, site_id, support,
+    cpu_seconds, latency_text, metrics, now_s, probe_latency_ms, rss_mib, sample_value, site_id,
     thread_cpu_seconds, PROBE_TIMEOUT,
 };
 
@@ -208,22 +208,7 @@ pub async fn run(c: Central<'_>) -> bool {
                 .expect("encode the probe");
                 let t0 = Instant::now();
                 post_until_stored(&http, &url, &token, body, &tally).await;
-                let ts = chrono::DateTime::from_timestamp(bt as i64, 0)
-                    .expect("t")
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let get = format!("http://{http_addr}/api/v1/aprs/{probe_site}/readings?metric=chlorine&from={ts}&to={ts}");
-                loop {
-                    let (s, body) = support::get_json(&http, &get, Some(&reader)).await;
-                    if s == 200 && body["points"].as_array().is_some_and(|p| !p.is_empty()) {
-                        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-                        break;
-                    }
-                    if t0.elapsed() > PROBE_TIMEOUT {
-                        lat.push(f64::INFINITY);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                lat.push(probe_latency_ms(&http, http_addr, &probe_site, &reader, bt, t0).await);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             (lat, k)

@@ -182,6 +182,35 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[idx.min(sorted.len() - 1)]
 }
 
+/// Polls the readings API until the probe's chlorine reading at `bt` is
+/// returned; answers the milliseconds since `t0`, or infinity past
+/// [`PROBE_TIMEOUT`] (slower than the timeout: counted, as such).
+async fn probe_latency_ms(
+    http: &reqwest::Client,
+    http_addr: std::net::SocketAddr,
+    probe_site: &str,
+    reader: &str,
+    bt: f64,
+    t0: Instant,
+) -> f64 {
+    let ts = chrono::DateTime::from_timestamp(bt as i64, 0)
+        .expect("t")
+        .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let url = format!(
+        "http://{http_addr}/api/v1/aprs/{probe_site}/readings?metric=chlorine&from={ts}&to={ts}"
+    );
+    loop {
+        let (s, body) = support::get_json(http, &url, Some(reader)).await;
+        if s == 200 && body["points"].as_array().is_some_and(|p| !p.is_empty()) {
+            return t0.elapsed().as_secs_f64() * 1000.0;
+        }
+        if t0.elapsed() > PROBE_TIMEOUT {
+            return f64::INFINITY;
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
     if std::env::var_os("RUST_LOG").is_some() {
@@ -530,23 +559,7 @@ async fn run(args: Args) -> bool {
                     break;
                 }
                 probes += 1;
-                let ts = chrono::DateTime::from_timestamp(bt as i64, 0)
-                    .expect("t")
-                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
-                let url = format!("http://{http_addr}/api/v1/aprs/{probe_site}/readings?metric=chlorine&from={ts}&to={ts}");
-                loop {
-                    let (s, body) = support::get_json(&http, &url, Some(&reader)).await;
-                    if s == 200 && body["points"].as_array().is_some_and(|p| !p.is_empty()) {
-                        lat.push(t0.elapsed().as_secs_f64() * 1000.0);
-                        break;
-                    }
-                    if t0.elapsed() > PROBE_TIMEOUT {
-                        // Slower than the timeout: counted, as such.
-                        lat.push(f64::INFINITY);
-                        break;
-                    }
-                    tokio::time::sleep(Duration::from_millis(1)).await;
-                }
+                lat.push(probe_latency_ms(&http, http_addr, &probe_site, &reader, bt, t0).await);
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             (lat, probes)
