@@ -231,6 +231,10 @@ pub struct Store {
     /// Readings per series from which a group goes straight to `readings`
     /// (0: always, i.e. no `readings_recent`).
     pub direct_per_series: u64,
+    /// Bearer tokens whose users are kept in memory (0: none).
+    pub token_cache_entries: usize,
+    /// Seconds after which a cached token's user is read again.
+    pub token_cache_max_age_s: u64,
 }
 
 impl Default for Store {
@@ -242,6 +246,10 @@ impl Default for Store {
             recent_rows_max: log.merge_above_rows,
             recent_chunk_rows: log.chunk_rows,
             direct_per_series: log.direct_per_series,
+            token_cache_entries: crate::store::TokenCacheSettings::default().entries,
+            token_cache_max_age_s: crate::store::TokenCacheSettings::default()
+                .max_age
+                .as_secs(),
         }
     }
 }
@@ -253,6 +261,14 @@ impl Store {
             merge_above_rows: self.recent_rows_max,
             chunk_rows: self.recent_chunk_rows,
             direct_per_series: self.direct_per_series,
+        }
+    }
+
+    /// How bearer tokens are cached.
+    pub fn token_cache(&self) -> crate::store::TokenCacheSettings {
+        crate::store::TokenCacheSettings {
+            entries: self.token_cache_entries,
+            max_age: std::time::Duration::from_secs(self.token_cache_max_age_s),
         }
     }
 }
@@ -326,6 +342,11 @@ read_connections = {read_connections}
 recent_rows_max = {recent_rows_max}
 recent_chunk_rows = {recent_chunk_rows}
 direct_per_series = {direct_per_series}
+# Users of bearer tokens kept in memory (0: every request reads the
+# database), each read again after token_cache_max_age_s. Any registry write,
+# of this server or of the apr-server CLI, empties the cache at once.
+token_cache_entries = {token_cache_entries}
+token_cache_max_age_s = {token_cache_max_age_s}
 
 [ingest]
 # Largest POST /api/v1/ingest body in bytes; a larger one is answered 413.
@@ -398,6 +419,8 @@ address_window_s = {address_window_s}
         recent_rows_max = d.store.recent_rows_max,
         recent_chunk_rows = d.store.recent_chunk_rows,
         direct_per_series = d.store.direct_per_series,
+        token_cache_entries = d.store.token_cache_entries,
+        token_cache_max_age_s = d.store.token_cache_max_age_s,
         max_batch_bytes = d.ingest.max_batch_bytes,
         tick_interval_s = d.alerts.tick_interval_s,
         alerts_queue = d.alerts.queue,
@@ -498,6 +521,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.metrics.scrape_token.as_deref(), Some("s3cret"));
+    }
+
+    #[test]
+    fn the_token_cache_comes_from_the_file_and_the_environment() {
+        let c: Config = apr_wire::settings::load_from(
+            "[store]\ntoken_cache_max_age_s = 5\n",
+            "server.toml",
+            ENV_PREFIX,
+            vec![("APR_SERVER__STORE__TOKEN_CACHE_ENTRIES".into(), "0".into())],
+        )
+        .unwrap();
+        let t = c.store.token_cache();
+        assert_eq!((t.entries, t.max_age.as_secs()), (0, 5));
+        assert_eq!(
+            Config::default().store.token_cache(),
+            crate::store::TokenCacheSettings::default()
+        );
     }
 
     #[test]

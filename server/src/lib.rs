@@ -76,11 +76,14 @@ pub use error::{Error, Result};
 /// state over it; with `[series] engine = "victoriametrics"` the series go to
 /// that engine (see [`store::VictoriaSeries`]) and SQLite keeps the rest.
 pub fn open(config: &Config) -> Result<AppState> {
-    let store = Arc::new(store::SqliteStore::open_with(
-        &config.store.path,
-        config.store.read_connections,
-        config.store.recent_log(),
-    )?);
+    let store = Arc::new(
+        store::SqliteStore::open_with(
+            &config.store.path,
+            config.store.read_connections,
+            config.store.recent_log(),
+        )?
+        .with_token_cache(config.store.token_cache()),
+    );
     match config.series.engine {
         config::SeriesEngine::Sqlite => Ok(AppState::with_sqlite(store, config)),
         config::SeriesEngine::Victoriametrics => {

@@ -8,7 +8,9 @@ use std::sync::Arc;
 use apr_server::auth::{self, NewUser, Role, Scope};
 use apr_server::error::Error;
 use apr_server::fleet;
-use apr_server::store::{RecentLog, Registry, SeriesQuery, SeriesStore, SqliteStore};
+use apr_server::store::{
+    AccountStore, RecentLog, Registry, SeriesQuery, SeriesStore, SqliteStore, TokenCacheSettings,
+};
 use apr_wire::Metric;
 use common::{batch, fleet_csv, OP_APR, RM_APR, T0};
 
@@ -455,6 +457,55 @@ fn users_log_in_with_their_password_and_tokens_resolve_to_their_scope() {
         auth::create_token(&*s, "nobody", None),
         Err(Error::NotFound(_))
     ));
+}
+
+#[test]
+fn a_token_is_answered_from_memory_until_any_process_changes_the_registry() {
+    let (dir, s) = store();
+    let user = NewUser {
+        username: "gw-1".into(),
+        role: Role::Gateway,
+        password: None,
+        aprs: vec![OP_APR.into()],
+        region: None,
+    };
+    auth::create_user(&*s, &user).unwrap();
+    let token = auth::create_token(&*s, "gw-1", None).unwrap();
+    assert!(auth::resolve_token(&*s, &token).unwrap().is_some());
+    let before = s.token_cache_hits();
+    for _ in 0..3 {
+        assert!(auth::resolve_token(&*s, &token).unwrap().is_some());
+    }
+    assert_eq!(s.token_cache_hits(), before + 3, "answered from memory");
+    // A registry write that changes no account (the fleet, as alerts, KPIs
+    // and devices do) leaves the cache as it was.
+    fleet::import_file(&*s, &fleet_csv()).unwrap();
+    assert!(auth::resolve_token(&*s, &token).unwrap().is_some());
+    assert_eq!(s.token_cache_hits(), before + 4, "still from memory");
+
+    // Another process on the same file (the CLI): its revocation is seen by
+    // the next lookup of this one.
+    let cli = SqliteStore::open(&dir.path().join("s.sqlite3"), 1).unwrap();
+    let id = auth::token_id(&token);
+    cli.revoke_token(&id, T0).unwrap();
+    assert!(
+        auth::resolve_token(&*s, &token).unwrap().is_none(),
+        "revoked by another process, refused at once"
+    );
+
+    // With the cache off every lookup reads the database.
+    let token = auth::create_token(&*s, "gw-1", None).unwrap();
+    drop(cli);
+    let off = SqliteStore::open(&dir.path().join("s.sqlite3"), 1)
+        .unwrap()
+        .with_token_cache(TokenCacheSettings {
+            entries: 0,
+            ..TokenCacheSettings::default()
+        });
+    for _ in 0..3 {
+        assert!(auth::resolve_token(&off, &token).unwrap().is_some());
+    }
+    assert_eq!(off.token_cache_hits(), 0);
 }
 
 #[test]

@@ -80,6 +80,10 @@ struct Args {
     /// paces them). See `central.rs`.
     #[arg(long)]
     central: bool,
+    /// The server's `[store] token_cache_entries` (0: every request reads
+    /// its token's user from SQLite, as before the cache).
+    #[arg(long, default_value_t = apr_server::store::TokenCacheSettings::default().entries)]
+    token_cache: usize,
     // `cargo test` passes these to every test binary; accepted and ignored.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -236,6 +240,7 @@ async fn run(args: Args) -> bool {
     // Server with a synthetic fleet (one extra site for the latency probe).
     let mut config = apr_server::Config::default();
     config.store.path = dir.path().join("server.sqlite3");
+    config.store.token_cache_entries = args.token_cache;
     let state = apr_server::open(&config).expect("open store");
     let aprs: Vec<AprRecord> = (0..=n)
         .map(|i| AprRecord {

@@ -20,6 +20,7 @@ mod alerts;
 mod analysis;
 pub mod schema;
 mod sqlite;
+mod token_cache;
 pub mod victoria;
 mod writer;
 
@@ -28,6 +29,7 @@ pub use analysis::{
     AnalysisStore, AssessmentRow, FieldKind, FieldRecord, InterventionRecord, KpiRow,
 };
 pub use sqlite::SqliteStore;
+pub use token_cache::TokenCacheSettings;
 pub use victoria::{VictoriaSeries, VictoriaSettings};
 pub use writer::{merge_plan, write_target, RecentLog, Target};
 

@@ -18,7 +18,7 @@ use rusqlite::Connection;
 use crate::error::{Error, Result};
 
 /// The schema version this server writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 const V1: &str = r"
 CREATE TABLE regions(
@@ -247,8 +247,34 @@ CREATE TABLE readings_recent(
 ) WITHOUT ROWID;
 ";
 
+/// Accounts changes counted (see `store::token_cache`): every insert,
+/// update or delete of a user, a user's APR or a token adds one to
+/// `counts.accounts_changes`, so a registry write can tell whether it
+/// changed what a bearer token resolves to, whichever code path made it.
+const V6: &str = r"
+INSERT INTO counts(name, value) VALUES ('accounts_changes', 0);
+CREATE TRIGGER users_inserted AFTER INSERT ON users BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER users_updated AFTER UPDATE ON users BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER users_deleted AFTER DELETE ON users BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER user_aprs_inserted AFTER INSERT ON user_aprs BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER user_aprs_updated AFTER UPDATE ON user_aprs BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER user_aprs_deleted AFTER DELETE ON user_aprs BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER tokens_inserted AFTER INSERT ON tokens BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER tokens_updated AFTER UPDATE ON tokens BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+CREATE TRIGGER tokens_deleted AFTER DELETE ON tokens BEGIN
+    UPDATE counts SET value = value + 1 WHERE name = 'accounts_changes'; END;
+";
+
 /// Migrations in order; `MIGRATIONS[i]` brings version `i` to `i + 1`.
-const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5];
+const MIGRATIONS: [&str; SCHEMA_VERSION as usize] = [V1, V2, V3, V4, V5, V6];
 
 /// Brings the schema of `conn` up to [`SCHEMA_VERSION`].
 pub fn migrate(conn: &mut Connection) -> Result<()> {

@@ -18,6 +18,7 @@ use rusqlite::{
 };
 
 use super::schema;
+use super::token_cache::{RegistryStamp, TokenCache, TokenCacheSettings};
 use super::writer::{count_recent, Job, RecentLog, Writer, BEFORE_ALL};
 use super::{
     AprRecord, Coverage, DeviceRecord, DeviceUpsert, Latest, Point, QuarantineEntry, Region,
@@ -35,6 +36,10 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
     readings_total: Arc<AtomicU64>,
+    /// Users by bearer token, emptied by every registry write (see
+    /// `token_cache`).
+    tokens: Arc<TokenCache>,
+    stamp: Arc<RegistryStamp>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -91,6 +96,7 @@ impl SqliteStore {
         )?;
         let readings_total = Arc::new(AtomicU64::new(u64::try_from(readings).unwrap_or(0)));
         let recent_rows = count_recent(&conn)?;
+        let stamp = Arc::new(RegistryStamp::open(path)?);
         let alive = Arc::new(AtomicBool::new(true));
         let (tx, rx) = mpsc::channel();
         let writer = Writer {
@@ -117,6 +123,8 @@ impl SqliteStore {
             readers: Mutex::new(Vec::new()),
             max_readers: read_connections.max(1),
             readings_total,
+            tokens: Arc::new(TokenCache::new(TokenCacheSettings::default())),
+            stamp,
         };
         let first = store.open_reader()?;
         store.put_reader(first);
@@ -181,20 +189,53 @@ impl SqliteStore {
         self.write(|_| Ok(()))
     }
 
-    /// Runs `f` in its own write transaction on the writer thread.
+    /// Sets how bearer tokens are cached (the default:
+    /// [`TokenCacheSettings::default`]); before the store is shared.
+    pub fn with_token_cache(mut self, settings: TokenCacheSettings) -> SqliteStore {
+        self.tokens = Arc::new(TokenCache::new(settings));
+        self
+    }
+
+    /// Token lookups answered from memory since the store was opened.
+    pub fn token_cache_hits(&self) -> u64 {
+        self.tokens.hits()
+    }
+
+    /// Runs `f` in its own write transaction on the writer thread. This is
+    /// the only way the registry changes. When the write changed a user, a
+    /// user's APRs or a token (the schema's triggers count those in
+    /// `counts.accounts_changes`), the token cache of this process is
+    /// emptied and the registry stamp rewritten after the commit and before
+    /// the caller hears of it, so no process answers from a cache older
+    /// than the write.
     pub(super) fn write<T: Send + 'static>(
         &self,
         f: impl FnOnce(&Transaction<'_>) -> Result<T> + Send + 'static,
     ) -> Result<T> {
         let (tx, rx) = mpsc::sync_channel(1);
+        let tokens = self.tokens.clone();
+        let stamp = self.stamp.clone();
         self.send(Job::Exec(Box::new(move |conn: &mut Connection| {
-            let run = || -> Result<T> {
+            let run = || -> Result<(T, bool)> {
                 let t = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+                let before = accounts_changes(&t)?;
                 let v = f(&t)?;
+                let changed = accounts_changes(&t)? != before;
                 t.commit()?;
-                Ok(v)
+                Ok((v, changed))
             };
-            let _ = tx.send(run());
+            let out = match run() {
+                Ok((v, false)) => Ok(v),
+                Ok((v, true)) => {
+                    tokens.registry_changed();
+                    // A stamp that cannot be written fails the write:
+                    // another process could otherwise keep answering from
+                    // its cache.
+                    stamp.touch().map(|()| v)
+                }
+                Err(e) => Err(e),
+            };
+            let _ = tx.send(out);
         })))?;
         rx.recv().map_err(|_| writer_stopped())?
     }
@@ -208,6 +249,13 @@ impl Drop for SqliteStore {
             let _ = h.join();
         }
     }
+}
+
+/// How many times users, their APRs and tokens have changed (schema V6).
+fn accounts_changes(conn: &Connection) -> Result<i64> {
+    Ok(conn
+        .prepare_cached("SELECT value FROM counts WHERE name = 'accounts_changes'")?
+        .query_row([], |r| r.get(0))?)
 }
 
 const APR_COLUMNS: &str = "id, name, comuna, region, beneficiaries, connections, source, \
@@ -538,14 +586,22 @@ impl Registry for SqliteStore {
     }
 
     fn user_by_token(&self, sha256: &str) -> Result<Option<UserRecord>> {
-        self.read(|c| {
-            user_where(
-                c,
-                "tokens t JOIN users u ON u.id = t.user \
-                 WHERE t.sha256 = ?1 AND t.revoked_ms IS NULL",
-                sha256,
-            )
-        })
+        let load = || {
+            self.read(|c| {
+                user_where(
+                    c,
+                    "tokens t JOIN users u ON u.id = t.user \
+                     WHERE t.sha256 = ?1 AND t.revoked_ms IS NULL",
+                    sha256,
+                )
+            })
+        };
+        if self.tokens.settings().entries == 0 {
+            return load();
+        }
+        let stamp = self.stamp.read()?;
+        self.tokens
+            .lookup(sha256, stamp, std::time::Instant::now(), load)
     }
 }
 
