@@ -444,11 +444,17 @@ async fn an_alert_reaches_an_operator_by_email_with_its_apr_and_kind_in_spanish(
     assert!(subject.starts_with("[APR] Alerta"), "{subject}");
     let body = m["body"].as_str().unwrap();
     assert!(body.contains("Valor: 0.05"), "{body}");
-    let metrics = get(&f.app, "/metrics", None).await.text();
-    assert!(
-        metrics.contains("apr_notifications_total{channel=\"email\",result=\"sent\"} 1"),
-        "{metrics}"
-    );
+    // The notifier counts the delivery once the relay has answered the
+    // whole exchange, which may be just after the message is in the relay.
+    let sent = "apr_notifications_total{channel=\"email\",result=\"sent\"} 1";
+    loop {
+        let metrics = get(&f.app, "/metrics", None).await.text();
+        if metrics.contains(sent) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 #[tokio::test]
