@@ -240,16 +240,15 @@ pub struct Store {
 impl Default for Store {
     fn default() -> Self {
         let log = crate::store::RecentLog::default();
+        let tokens = crate::store::TokenCacheSettings::default();
         Store {
             path: PathBuf::from("apr.sqlite3"),
             read_connections: 4,
             recent_rows_max: log.merge_above_rows,
             recent_chunk_rows: log.chunk_rows,
             direct_per_series: log.direct_per_series,
-            token_cache_entries: crate::store::TokenCacheSettings::default().entries,
-            token_cache_max_age_s: crate::store::TokenCacheSettings::default()
-                .max_age
-                .as_secs(),
+            token_cache_entries: tokens.entries,
+            token_cache_max_age_s: tokens.max_age.as_secs(),
         }
     }
 }

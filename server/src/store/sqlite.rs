@@ -36,8 +36,8 @@ pub struct SqliteStore {
     readers: Mutex<Vec<Connection>>,
     max_readers: usize,
     readings_total: Arc<AtomicU64>,
-    /// Users by bearer token, emptied by every registry write (see
-    /// `token_cache`).
+    /// Users by bearer token, emptied by every registry write that changes
+    /// an account (see `token_cache`).
     tokens: Arc<TokenCache>,
     stamp: Arc<RegistryStamp>,
 }
