@@ -111,6 +111,10 @@ pub struct MqttConfig {
     pub keep_alive_s: u16,
     /// PEM CA file: connect with TLS, trusting only this CA; empty: plain MQTT.
     pub ca_file: String,
+    /// When host:port and the login are those of an embedded broker in
+    /// this same process (`[broker] listen`), talk to it in-process (no
+    /// socket); false: always over TCP.
+    pub in_process: bool,
 }
 
 impl Default for MqttConfig {
@@ -123,6 +127,7 @@ impl Default for MqttConfig {
             client_id: String::new(),
             keep_alive_s: 30,
             ca_file: String::new(),
+            in_process: true,
         }
     }
 }
@@ -327,6 +332,9 @@ keep_alive_s = {keep_alive_s}
 # MQTT over TLS: the PEM CA file the broker's certificate must chain to.
 # Empty: plain MQTT.
 ca_file = {mqtt_ca_file}
+# With [broker] listen, the gateway reaches its own embedded broker
+# in-process (no socket, fewer wake-ups per pack); false: over TCP.
+in_process = {mqtt_in_process}
 
 [forward]
 # Most readings in one batch to the server.
@@ -400,6 +408,7 @@ allow_plaintext = {broker_allow_plaintext}
         client_id = v(&c.mqtt.client_id),
         keep_alive_s = v(&c.mqtt.keep_alive_s),
         mqtt_ca_file = v(&c.mqtt.ca_file),
+        mqtt_in_process = v(&c.mqtt.in_process),
         max_batch_readings = v(&c.forward.max_batch_readings),
         max_batch_delay_ms = v(&c.forward.max_batch_delay_ms),
         backoff_min_ms = v(&c.forward.backoff_min_ms),

@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use apr_wire::ingest::GatewayDevice;
 use apr_wire::topic::{topic, Channel};
-use rumqttc::{AsyncClient, QoS};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
 
@@ -51,7 +50,7 @@ pub(crate) struct DeviceTasks<K> {
     pub config: DevicesConfig,
     pub aprs: Vec<String>,
     pub sink: Arc<K>,
-    pub client: AsyncClient,
+    pub client: crate::mqtt::Client,
     pub directory: Option<Arc<DeviceDirectory>>,
     pub tracker: Arc<Tracker>,
     pub statuses: Arc<StatusQueue>,
@@ -112,7 +111,7 @@ impl<K: Sink> DeviceTasks<K> {
         for (t, payload) in changed_configs(&devices, published) {
             match self
                 .client
-                .publish(t.clone(), QoS::AtLeastOnce, true, payload)
+                .publish(t.clone(), bytes::Bytes::from(payload), true)
                 .await
             {
                 Ok(()) => {

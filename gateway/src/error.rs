@@ -23,6 +23,10 @@ pub enum Error {
     /// The embedded MQTT broker could not start.
     #[error("embedded broker: {0}")]
     Broker(String),
+    /// The MQTT connection (TCP or the in-process link to the embedded
+    /// broker) failed or refused a request.
+    #[error("mqtt: {0}")]
+    Link(String),
     /// The MQTT client refused a request (its event loop is gone).
     #[error("mqtt client: {0}")]
     Mqtt(#[from] rumqttc::ClientError),

@@ -25,6 +25,8 @@
 //! # Layout
 //! - [`config`]: the configuration tree and the `configfile` template.
 //! - [`uplink`]: MQTT subscription and the per-publish decision ([`uplink::intake`]).
+//! - `mqtt`: the connection to the broker, over TCP (rumqttc) or, to an
+//!   embedded broker of this process, in-process (a rumqttd local link).
 //! - [`spool`]: the [`Spool`] trait at the MQTT / forwarder seam, [`MemorySpool`],
 //!   the durable [`DiskSpool`] ([`spool::disk`], its on-disk format) and its
 //!   filesystem seam ([`spool::fs`]).
@@ -50,6 +52,7 @@ mod error;
 pub mod forward;
 pub mod liveness;
 pub mod metrics;
+mod mqtt;
 pub mod spool;
 pub mod stats;
 pub mod status;
@@ -113,7 +116,7 @@ impl Gateway {
         let (ready_tx, ready) = watch::channel(false);
         let (acks_tx, acks_rx) = mpsc::unbounded_channel();
         let (acks_done_tx, acks_done) = oneshot::channel();
-        let (client, eventloop) = uplink::mqtt_client(&config)?;
+        let (connection, client) = uplink::mqtt_client(&config)?;
         let span = tracing::info_span!("gateway", id = %config.id);
         let (packs_tx, packs_rx) = mpsc::channel(uplink::SPOOLER_CHANNEL);
         let tracker = Arc::new(liveness::Tracker::default());
@@ -121,7 +124,7 @@ impl Gateway {
 
         let uplink = Uplink {
             client: client.clone(),
-            eventloop,
+            connection,
             filters: uplink::subscriptions(&config.aprs),
             served: config.aprs.iter().cloned().collect::<HashSet<_>>(),
             max_future_ms: i64::from(config.validation.max_future_s) * 1000,
@@ -284,9 +287,12 @@ pub async fn run(
 ) -> Result<(), Error> {
     let broker = EmbeddedBroker::from_config(&config.broker).await?;
     if let Some(b) = &broker {
-        // The gateway reads the embedded broker's internal port; devices come
-        // in through the gate, with the logins the server hands out.
+        // The gateway reads the embedded broker (in-process unless
+        // `[mqtt] in_process = false`, then on its internal port); devices
+        // come in through the gate, with the logins the server hands out.
+        let in_process = config.mqtt.in_process;
         config.mqtt = b.gateway_mqtt_config(&format!("apr-gateway-{}", config.id));
+        config.mqtt.in_process = in_process;
     }
     let directory = broker.as_ref().map(|b| b.directory().clone());
     let listener = if config.metrics.listen.is_empty() {

@@ -23,6 +23,8 @@ pub(crate) struct Counters {
     pub forward_errors: AtomicU64,
     pub acks_published: AtomicU64,
     pub mqtt_connections: AtomicU64,
+    /// The connection is the in-process link ([`crate::mqtt`]).
+    pub mqtt_in_process: std::sync::atomic::AtomicBool,
     pub readings_forwarded: AtomicU64,
     /// When the server last stored a batch, ms since the epoch (0: never).
     pub last_delivery_ms: AtomicU64,
@@ -71,6 +73,7 @@ impl Counters {
             forward_errors: self.forward_errors.load(Relaxed),
             acks_published: self.acks_published.load(Relaxed),
             mqtt_connections: self.mqtt_connections.load(Relaxed),
+            mqtt_in_process: self.mqtt_in_process.load(Relaxed),
             readings_forwarded: self.readings_forwarded.load(Relaxed),
             last_delivery_ms: match self.last_delivery_ms.load(Relaxed) {
                 0 => None,
@@ -108,6 +111,9 @@ pub struct GatewayStats {
     pub acks_published: u64,
     /// Successful MQTT connections (1 + reconnects).
     pub mqtt_connections: u64,
+    /// Whether the MQTT connection is the in-process link to an embedded
+    /// broker of this process (no socket), rather than TCP.
+    pub mqtt_in_process: bool,
     /// Readings in the batches the server acknowledged.
     pub readings_forwarded: u64,
     /// When the server last stored a batch, ms since the Unix epoch.

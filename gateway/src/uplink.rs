@@ -34,7 +34,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use apr_wire::ingest::{quarantine_excerpt, DeviceStatus, IngestPack};
 use apr_wire::topic::{Channel, DeviceTopic};
 use apr_wire::validate::{validate_pack, PackContext, Refusal, RefusalReason};
-use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, QoS, SubscribeFilter};
+use rumqttc::{AsyncClient, MqttOptions};
 use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot, watch};
 use tracing::{debug, error, info, warn, Instrument};
@@ -43,6 +43,7 @@ use crate::ack::DeviceAck;
 use crate::broker::MAX_PACKET_BYTES;
 use crate::config::GatewayConfig;
 use crate::forward::StatusQueue;
+use crate::mqtt::{Client, Connection, Event};
 use crate::spool::Spool;
 use crate::stats::Counters;
 
@@ -183,15 +184,11 @@ pub fn intake(
     }
 }
 
-/// The subscriptions for the served APRs: `up` and `status` of every device.
-pub fn subscriptions(aprs: &[String]) -> Vec<SubscribeFilter> {
+/// The subscriptions for the served APRs: `up` and `status` of every
+/// device (QoS 1 over TCP; see [`crate::mqtt`] for the in-process link).
+pub fn subscriptions(aprs: &[String]) -> Vec<String> {
     aprs.iter()
-        .flat_map(|apr| {
-            [
-                SubscribeFilter::new(format!("apr/{apr}/+/up"), QoS::AtLeastOnce),
-                SubscribeFilter::new(format!("apr/{apr}/+/status"), QoS::AtLeastOnce),
-            ]
-        })
+        .flat_map(|apr| [format!("apr/{apr}/+/up"), format!("apr/{apr}/+/status")])
         .collect()
 }
 
@@ -224,13 +221,19 @@ pub fn mqtt_options(config: &GatewayConfig) -> Result<MqttOptions, Error> {
     Ok(o)
 }
 
-/// A new MQTT client and its event loop.
-pub(crate) fn mqtt_client(config: &GatewayConfig) -> Result<(AsyncClient, EventLoop), Error> {
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(config)?, REQUEST_CHANNEL);
+/// The connection to the broker of `[mqtt]`: in-process when it is an
+/// embedded broker of this process (and `in_process` is on), else rumqttc
+/// over TCP or TLS.
+pub(crate) fn mqtt_client(config: &GatewayConfig) -> Result<(Connection, Client), Error> {
+    let options = mqtt_options(config)?;
+    if let Some(links) = crate::broker::in_process_broker(&config.mqtt) {
+        return Ok(Connection::local(links, options.client_id()));
+    }
+    let (client, mut eventloop) = AsyncClient::new(options, REQUEST_CHANNEL);
     let mut net = rumqttc::NetworkOptions::new();
     net.set_tcp_nodelay(true);
     eventloop.set_network_options(net);
-    Ok((client, eventloop))
+    Ok(Connection::tcp(client, eventloop))
 }
 
 pub(crate) fn now_ms() -> i64 {
@@ -246,9 +249,9 @@ pub(crate) async fn flag_set(rx: &mut watch::Receiver<bool>) {
 
 /// The MQTT loop.
 pub(crate) struct Uplink {
-    pub client: AsyncClient,
-    pub eventloop: EventLoop,
-    pub filters: Vec<SubscribeFilter>,
+    pub client: Client,
+    pub connection: Connection,
+    pub filters: Vec<String>,
     pub served: HashSet<String>,
     pub max_future_ms: i64,
     /// To the spooler; `None` once closing.
@@ -308,12 +311,13 @@ impl Uplink {
             let event = tokio::select! {
                 biased;
                 _ = flag_set(&mut closing) => break,
-                e = self.eventloop.poll() => e,
+                e = self.connection.poll() => e,
             };
             match event {
-                Ok(Event::Incoming(Incoming::Publish(p))) => {
+                Ok(Event::Publish { topic, payload }) => {
                     failures = 0;
-                    if let Some(pack) = self.take(&p.topic, &p.payload) {
+                    let topic = String::from_utf8_lossy(&topic);
+                    if let Some(pack) = self.take(&topic, &payload) {
                         let Some(packs) = self.packs.clone() else {
                             break;
                         };
@@ -331,27 +335,26 @@ impl Uplink {
                         }
                     }
                 }
-                Ok(Event::Incoming(Incoming::ConnAck(ack))) => {
+                Ok(Event::Connected { session_present }) => {
                     failures = 0;
                     self.counters.mqtt_connections.fetch_add(1, Relaxed);
+                    self.counters
+                        .mqtt_in_process
+                        .store(self.connection.is_in_process(), Relaxed);
                     info!(
-                        session_present = ack.session_present,
+                        session_present,
+                        in_process = self.connection.is_in_process(),
                         "connected to the MQTT broker"
                     );
                     self.subscribe();
                 }
-                Ok(Event::Incoming(Incoming::SubAck(ack))) => {
-                    let refused = ack
-                        .return_codes
-                        .iter()
-                        .filter(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure))
-                        .count();
+                Ok(Event::Subscribed { refused }) => {
                     if refused > 0 {
                         error!(refused, "the broker refused subscriptions; check the gateway's MQTT permissions");
                     }
                     self.ready.send_replace(true);
                 }
-                Ok(_) => {}
+                Ok(Event::Other) => {}
                 Err(e) => {
                     self.ready.send_replace(false);
                     failures = failures.saturating_add(1);
@@ -382,7 +385,7 @@ impl Uplink {
         let client = self.client.clone();
         let filters = self.filters.clone();
         tokio::spawn(async move {
-            if let Err(e) = client.subscribe_many(filters).await {
+            if let Err(e) = client.subscribe(&filters).await {
                 error!(error = %e, "cannot subscribe");
             }
         });
@@ -393,17 +396,15 @@ impl Uplink {
     async fn close(mut self, mut acks_done: oneshot::Receiver<()>) {
         // The spooler appends what it has, acknowledges it and ends.
         self.packs = None;
-        for f in &self.filters {
-            let _ = self.client.try_unsubscribe(f.path.clone());
-        }
+        self.client.unsubscribe(&self.filters).await;
         let mut dropped = 0u64;
         let connected = *self.ready.borrow();
         if connected {
             loop {
                 tokio::select! {
                     _ = &mut acks_done => break,
-                    e = self.eventloop.poll() => match e {
-                        Ok(Event::Incoming(Incoming::Publish(_))) => dropped += 1,
+                    e = self.connection.poll() => match e {
+                        Ok(Event::Publish { .. }) => dropped += 1,
                         Ok(_) => {}
                         Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
@@ -420,27 +421,19 @@ impl Uplink {
             // acknowledged by the broker, then say goodbye and read until the
             // broker closes (closing with unread data would reset the
             // connection and could lose the last acks).
-            let eventloop = &mut self.eventloop;
+            let connection = &mut self.connection;
             let client = &self.client;
             let goodbye = async {
-                let mut disconnecting = false;
-                loop {
-                    if !disconnecting
-                        && eventloop.state.inflight() == 0
-                        && eventloop.pending.is_empty()
-                    {
-                        let queued = client.try_disconnect();
-                        if queued.is_err() {
-                            break;
-                        }
-                        disconnecting = true;
-                    }
-                    if eventloop.poll().await.is_err() {
-                        break;
+                // Let the queued acks out (and be acknowledged), then say
+                // goodbye.
+                while !connection.is_flushed() {
+                    if connection.poll().await.is_err() {
+                        return;
                     }
                 }
+                connection.disconnect(client).await;
             };
-            if tokio::time::timeout(Duration::from_secs(3), goodbye)
+            if tokio::time::timeout(crate::mqtt::GOODBYE_TIMEOUT, goodbye)
                 .await
                 .is_err()
             {
@@ -513,30 +506,26 @@ impl Uplink {
     }
 }
 
-/// Publishes the acknowledgments the forwarder hands over, until the
-/// forwarder is gone; then reports on `done`.
+/// Publishes the acknowledgments the forwarder hands over (each group at
+/// once: in-process, one router wake-up per group), until the forwarder is
+/// gone; then reports on `done`.
 pub(crate) async fn publish_acks(
-    client: AsyncClient,
+    client: Client,
     mut acks: mpsc::UnboundedReceiver<Vec<DeviceAck>>,
     counters: Arc<Counters>,
     done: oneshot::Sender<()>,
 ) {
     while let Some(batch) = acks.recv().await {
-        for ack in batch {
-            let span = tracing::debug_span!("ack", topic = %ack.topic, packs = ack.bts.len());
-            let sent = client
-                .publish_bytes(ack.topic.clone(), QoS::AtLeastOnce, false, ack.payload())
-                .instrument(span)
-                .await;
-            match sent {
-                Ok(()) => {
-                    counters.acks_published.fetch_add(1, Relaxed);
-                }
-                Err(e) => {
-                    warn!(error = %e, topic = %ack.topic, "cannot publish an ack; the device will resend")
-                }
-            }
-        }
+        let span = tracing::debug_span!("ack", devices = batch.len());
+        let messages: Vec<(String, bytes::Bytes)> = batch
+            .into_iter()
+            .map(|ack| {
+                let payload = ack.payload();
+                (ack.topic, payload)
+            })
+            .collect();
+        let sent = client.publish_all(messages).instrument(span).await;
+        Counters::add(&counters.acks_published, sent);
     }
     let _ = done.send(());
 }
@@ -650,9 +639,8 @@ mod tests {
     #[test]
     fn subscriptions_cover_up_and_status_of_every_served_apr() {
         let f = subscriptions(&["a1".into(), "a2".into()]);
-        let paths: Vec<&str> = f.iter().map(|f| f.path.as_str()).collect();
         assert_eq!(
-            paths,
+            f,
             [
                 "apr/a1/+/up",
                 "apr/a1/+/status",
@@ -660,6 +648,5 @@ mod tests {
                 "apr/a2/+/status"
             ]
         );
-        assert!(f.iter().all(|f| f.qos == QoS::AtLeastOnce));
     }
 }

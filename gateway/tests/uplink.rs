@@ -9,6 +9,7 @@ use apr_gateway::config::GatewayConfig;
 use apr_gateway::{EmbeddedBroker, Gateway, GatewayHandle, MemorySpool};
 use apr_wire::ingest::IngestPack;
 use apr_wire::validate::RefusalReason;
+use common::device as registered;
 use common::{broker, connect, Client, RecordingSink, WAIT};
 use rumqttc::QoS;
 
@@ -29,7 +30,11 @@ fn config(b: &EmbeddedBroker) -> GatewayConfig {
 }
 
 async fn gateway(b: &EmbeddedBroker, sink: RecordingSink) -> GatewayHandle {
-    let g = Gateway::start(config(b), sink, MemorySpool::new(10_000, 64 << 20))
+    gateway_with(config(b), sink).await
+}
+
+async fn gateway_with(c: GatewayConfig, sink: RecordingSink) -> GatewayHandle {
+    let g = Gateway::start(c, sink, MemorySpool::new(10_000, 64 << 20))
         .await
         .unwrap();
     assert!(g.wait_ready(WAIT).await, "the gateway subscribes");
@@ -64,9 +69,23 @@ fn packs(sink: &RecordingSink) -> Vec<IngestPack> {
 
 #[tokio::test]
 async fn a_published_pack_is_forwarded_once_and_the_device_receives_its_bt_on_ack() {
+    forwarded_once_and_acknowledged(true).await;
+}
+
+#[tokio::test]
+async fn over_tcp_to_the_internal_port_too() {
+    forwarded_once_and_acknowledged(false).await;
+}
+
+/// One pack and a retained status, through the embedded broker, with the
+/// gateway in-process or over TCP to the internal port.
+async fn forwarded_once_and_acknowledged(in_process: bool) {
     let b = broker().await;
     let sink = RecordingSink::default();
-    let g = gateway(&b, sink.clone()).await;
+    let mut c = config(&b);
+    c.mqtt.in_process = in_process;
+    let g = gateway_with(c, sink.clone()).await;
+    assert_eq!(g.stats().mqtt_in_process, in_process);
     let mut d = device(&b).await;
     d.client
         .publish(
@@ -224,4 +243,76 @@ async fn shutdown_flushes_the_spool_and_publishes_the_last_acks() {
     g.shutdown().await.unwrap();
     assert_eq!(packs(&sink).len(), 1);
     assert_eq!(next_ack(&mut d).await, [1_764_064_800.0]);
+}
+
+#[tokio::test]
+async fn an_in_process_link_taken_over_by_another_client_id_is_made_again() {
+    let b = broker().await;
+    let sink = RecordingSink::default();
+    let g = gateway(&b, sink.clone()).await;
+    assert!(g.stats().mqtt_in_process);
+    let mut d = device(&b).await;
+    up(&d, PACK).await;
+    assert_eq!(next_ack(&mut d).await, [1_764_064_800.0]);
+
+    // Another link with the gateway's client id: the router closes the
+    // gateway's link (as it would a duplicate TCP client).
+    let links = b.local_links().expect("in-process links");
+    let intruder = tokio::task::spawn_blocking(move || links.link("gw-test"))
+        .await
+        .unwrap()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while g.stats().mqtt_connections < 2 {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the gateway makes its link again: {:?}",
+            g.stats()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(g.wait_ready(WAIT).await, "and subscribes again");
+    drop(intruder);
+
+    // The device resends whatever was not acknowledged; here a new pack
+    // goes through the new link.
+    up(
+        &d,
+        r#"[{"bn":"urn:apr:a1:d1:","bt":1764064860,"n":"flow","u":"l/s","v":2.5}]"#,
+    )
+    .await;
+    assert_eq!(next_ack(&mut d).await, [1_764_064_860.0]);
+    assert_eq!(packs(&sink).len(), 2);
+    g.shutdown().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_device_config_from_the_server_reaches_the_device_retained_in_process_and_over_tcp() {
+    for in_process in [true, false] {
+        let b = broker().await;
+        let sink = RecordingSink::default();
+        let mut d1 = registered("u1", "a1", "d1", "p1");
+        d1.config = serde_json::json!({"report_interval_s": 30});
+        *sink.devices.lock().unwrap() = Some(vec![d1]);
+        let mut c = config(&b);
+        c.mqtt.in_process = in_process;
+        c.devices.refresh_s = 1;
+        let g = gateway_with(c, sink.clone()).await;
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while g.stats().configs_published < 1 {
+            assert!(tokio::time::Instant::now() < deadline, "config published");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        // Subscribed after the publish: the broker kept it (retained).
+        let mut d = connect(b.public_addr(), "dev-1", Some(("u1", "p1")));
+        d.connected().await.unwrap();
+        d.subscribed("apr/a1/d1/config").await;
+        let p = d.next_publish(WAIT).await.expect("the retained config");
+        assert_eq!(p.topic, "apr/a1/d1/config");
+        assert!(p.retain, "in_process={in_process}");
+        assert_eq!(p.qos, QoS::AtLeastOnce, "in_process={in_process}");
+        let v: serde_json::Value = serde_json::from_slice(&p.payload).unwrap();
+        assert_eq!(v["report_interval_s"], 30);
+        g.shutdown().await.unwrap();
+    }
 }

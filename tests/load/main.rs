@@ -80,6 +80,11 @@ struct Args {
     /// paces them). See `central.rs`.
     #[arg(long)]
     central: bool,
+    /// In-process gateways reach the embedded broker in-process (`[mqtt]
+    /// in_process`, the default); `--in-process false`: over its internal
+    /// TCP port, as before that link existed.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    in_process: bool,
     /// The server's `[store] token_cache_entries` (0: every request reads
     /// its token's user from SQLite, as before the cache).
     #[arg(long, default_value_t = apr_server::store::TokenCacheSettings::default().entries)]
@@ -412,7 +417,11 @@ async fn run(args: Args) -> bool {
         c.server.url = format!("http://{http_addr}");
         c.server.token = token.clone();
         c.mqtt = match &embedded {
-            Some(b) => b.gateway_mqtt_config(name),
+            Some(b) => {
+                let mut m = b.gateway_mqtt_config(name);
+                m.in_process = args.in_process;
+                m
+            }
             None => {
                 let mut m = c.mqtt.clone();
                 m.host = host.clone();
@@ -642,7 +651,7 @@ async fn run(args: Args) -> bool {
         + std::fs::metadata(dir.path().join("server.sqlite3-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
-    println!("load: broker={} sites={} gateways={g} window={} reports_per_pack={per_pack} rate_target={}", args.broker, n, args.window, args.rate);
+    println!("load: broker={} sites={} gateways={g} window={} reports_per_pack={per_pack} rate_target={} in_process={}", args.broker, n, args.window, args.rate, args.in_process && embedded.is_some());
     println!("load: published {published_readings} readings in {:.1} s; stored {stored}; acknowledged {acked_readings}; unacknowledged packs {unacked}; resent packs {resent}", publish_end.as_secs_f64());
     println!(
         "load: sustained {rate:.0} readings/s stored (publish start → last reading stored, {:.1} s)",

@@ -40,10 +40,11 @@ pub mod gate;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
+use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
@@ -255,13 +256,53 @@ impl EmbeddedBroker {
         );
         let internal_password = Alphanumeric.sample_string(&mut rand::thread_rng(), 32);
         let config = rumqttd_config(internal_addr, &internal_username, &internal_password);
+        // The router and the internal listener are started here rather than
+        // through `rumqttd::Broker`, which keeps the router's sender private:
+        // with it, in-process gateways get local links at any time
+        // ([`LocalLinks`]).
+        let router_tx = rumqttd::Router::new(config.id, config.router.clone()).spawn();
+        let links = {
+            let router_tx = router_tx.clone();
+            LocalLinks::new(
+                move |client_id: &str| {
+                    rumqttd::local::LinkBuilder::new(client_id, router_tx.clone())
+                        .clean_session(true)
+                        .build()
+                        .map(|(tx, rx, _connack)| (tx, rx))
+                        .map_err(|e| {
+                            Error::Link(format!("cannot link to the embedded broker: {e}"))
+                        })
+                },
+                internal_username.clone(),
+                internal_password.clone(),
+            )
+        };
+        let server_settings = config
+            .v4
+            .as_ref()
+            .and_then(|v4| v4.get("internal"))
+            .cloned()
+            .ok_or_else(|| Error::Broker("no internal listener configured".into()))?;
         let thread = std::thread::Builder::new()
             .name("rumqttd".into())
             .spawn(move || {
-                let mut broker = rumqttd::Broker::new(config);
-                if let Err(e) = broker.start() {
-                    error!(error = %e, "embedded MQTT broker stopped");
-                }
+                let runtime = match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(r) => r,
+                    Err(e) => {
+                        error!(error = %e, "cannot start the embedded MQTT broker's runtime");
+                        return;
+                    }
+                };
+                let mut server =
+                    rumqttd::Server::new(server_settings, router_tx, rumqttd::protocol::v4::V4);
+                runtime.block_on(async move {
+                    if let Err(e) = server.start(rumqttd::LinkType::Remote).await {
+                        error!(error = %e, "embedded MQTT broker stopped");
+                    }
+                });
             })
             .map_err(|e| Error::io("cannot start the broker thread", e))?;
         let deadline = tokio::time::Instant::now() + START_TIMEOUT;
@@ -304,6 +345,7 @@ impl EmbeddedBroker {
             .instrument(tracing::info_span!("device_gate", %public_addr)),
         );
         info!(%public_addr, %internal_addr, tls = tls_on, "embedded MQTT broker listening");
+        register_in_process(internal_addr, links);
         Ok(EmbeddedBroker {
             public_addr,
             internal_addr,
@@ -370,6 +412,16 @@ impl EmbeddedBroker {
         self.internal_addr
     }
 
+    /// Makes in-process links to the internal broker (what an in-process
+    /// gateway uses; see [`LocalLinks`]).
+    pub fn local_links(&self) -> Option<LocalLinks> {
+        in_process_brokers()
+            .lock()
+            .ok()?
+            .get(&self.internal_addr)
+            .cloned()
+    }
+
     /// The internal broker's username.
     pub fn internal_username(&self) -> &str {
         &self.internal_username
@@ -416,7 +468,87 @@ impl EmbeddedBroker {
 impl Drop for EmbeddedBroker {
     fn drop(&mut self) {
         self.stop.send_replace(true);
+        unregister_in_process(self.internal_addr);
     }
+}
+
+/// Makes one in-process link, as a client id.
+type MakeLink = dyn Fn(&str) -> Result<(LinkTx, LinkRx), Error> + Send + Sync;
+
+/// Makes in-process links to an embedded broker's router (rumqttd local
+/// links): what an in-process gateway uses instead of a TCP connection to
+/// the internal port ([`crate::mqtt`]). Cheap to clone.
+#[derive(Clone)]
+pub struct LocalLinks {
+    make: Arc<MakeLink>,
+    username: String,
+    password: String,
+}
+
+impl std::fmt::Debug for LocalLinks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalLinks").finish_non_exhaustive()
+    }
+}
+
+impl LocalLinks {
+    fn new(
+        make: impl Fn(&str) -> Result<(LinkTx, LinkRx), Error> + Send + Sync + 'static,
+        username: String,
+        password: String,
+    ) -> LocalLinks {
+        LocalLinks {
+            make: Arc::new(make),
+            username,
+            password,
+        }
+    }
+
+    /// A new link as `client_id` (a clean session; an existing link or
+    /// connection with that id is closed by the router). Blocks until the
+    /// router answers: call it off the async workers.
+    pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), Error> {
+        (self.make)(client_id)
+    }
+
+    /// Whether `username`/`password` are the internal login (what a TCP
+    /// connection to the internal port would have to present).
+    fn accepts(&self, username: &str, password: &str) -> bool {
+        self.username == username && self.password == password
+    }
+}
+
+/// The embedded brokers running in this process, by internal address.
+fn in_process_brokers() -> &'static Mutex<HashMap<SocketAddr, LocalLinks>> {
+    static BROKERS: OnceLock<Mutex<HashMap<SocketAddr, LocalLinks>>> = OnceLock::new();
+    BROKERS.get_or_init(Default::default)
+}
+
+fn register_in_process(addr: SocketAddr, links: LocalLinks) {
+    if let Ok(mut b) = in_process_brokers().lock() {
+        b.insert(addr, links);
+    }
+}
+
+fn unregister_in_process(addr: SocketAddr) {
+    if let Ok(mut b) = in_process_brokers().lock() {
+        b.remove(&addr);
+    }
+}
+
+/// The embedded broker of this process that `[mqtt]` names, if any: its
+/// internal address (as an IP literal and port) and its internal login,
+/// without TLS. Anything else is reached over TCP.
+pub(crate) fn in_process_broker(mqtt: &MqttConfig) -> Option<LocalLinks> {
+    if !mqtt.in_process || apr_tls::configured(&mqtt.ca_file).is_some() {
+        return None;
+    }
+    let ip: std::net::IpAddr = mqtt.host.trim().parse().ok()?;
+    let addr = SocketAddr::new(ip, mqtt.port);
+    let links = in_process_brokers().lock().ok()?.get(&addr).cloned()?;
+    links
+        .accepts(&mqtt.username, &mqtt.password)
+        .then_some(links)
 }
 
 async fn accept_devices(
@@ -470,6 +602,50 @@ mod tests {
         assert!(after.nodelay().unwrap(), "inherited from the listener");
         drop(listener);
         assert!(!nodelay_for_listener_at(addr), "no listener there any more");
+    }
+
+    #[tokio::test]
+    async fn only_the_internal_address_and_login_of_a_live_in_process_broker_are_reached_in_process(
+    ) {
+        let broker = EmbeddedBroker::start(
+            (Ipv4Addr::LOCALHOST, 0).into(),
+            Arc::new(DeviceDirectory::new(Vec::new())),
+        )
+        .await
+        .unwrap();
+        let m = broker.gateway_mqtt_config("gw");
+        assert!(in_process_broker(&m).is_some());
+        let off = MqttConfig {
+            in_process: false,
+            ..m.clone()
+        };
+        assert!(in_process_broker(&off).is_none(), "turned off");
+        let wrong = MqttConfig {
+            password: "not-it".into(),
+            ..m.clone()
+        };
+        assert!(
+            in_process_broker(&wrong).is_none(),
+            "a wrong login goes to TCP and is refused there"
+        );
+        let public = MqttConfig {
+            port: broker.public_addr().port(),
+            ..m.clone()
+        };
+        assert!(in_process_broker(&public).is_none(), "the gate's address");
+        let named = MqttConfig {
+            host: "localhost".into(),
+            ..m.clone()
+        };
+        assert!(in_process_broker(&named).is_none(), "IP literals only");
+        let tls = MqttConfig {
+            ca_file: "/etc/ssl/ca.pem".into(),
+            ..m.clone()
+        };
+        assert!(in_process_broker(&tls).is_none(), "TLS means a socket");
+        assert!(broker.local_links().is_some());
+        broker.shutdown().await;
+        assert!(in_process_broker(&m).is_none(), "gone with the broker");
     }
 
     #[tokio::test]

@@ -139,6 +139,8 @@ pub struct RecordingSink {
     pub batches: Arc<Mutex<Vec<IngestBatch>>>,
     pub attempts: Arc<AtomicU32>,
     pub fail_first: Arc<AtomicU32>,
+    /// What `devices()` answers (`None`: it cannot tell).
+    pub devices: Arc<Mutex<Option<Vec<GatewayDevice>>>>,
 }
 
 impl RecordingSink {
@@ -158,6 +160,10 @@ impl RecordingSink {
 }
 
 impl Sink for RecordingSink {
+    async fn devices(&self) -> Result<Option<Vec<GatewayDevice>>, SinkError> {
+        Ok(self.devices.lock().unwrap().clone())
+    }
+
     async fn send(&self, batch: &IngestBatch) -> Result<IngestAck, SinkError> {
         self.attempts.fetch_add(1, SeqCst);
         if self
