@@ -7,13 +7,17 @@
 //! ```text
 //! device ──TCP or TLS──▶ DeviceGate (public address) ──TCP──▶ rumqttd (loopback, internal credentials)
 //!                                                          ▲
-//! in-process gateway ─────────── internal credentials ─────┘
+//! in-process gateway ──── local link (or TCP, internal credentials) ──┘
 //! ```
 //!
 //! - **rumqttd** listens on a loopback port picked at start, with only the
-//!   random internal credentials in its `auth` map; in-process gateways connect
-//!   there directly ([`EmbeddedBroker::internal_addr`],
-//!   [`EmbeddedBroker::gateway_mqtt_config`]).
+//!   random internal credentials in its `auth` map. Its router and that
+//!   listener are started here from rumqttd's public `Router` and `Server`
+//!   (not `rumqttd::Broker`, which keeps the router's sender private), so
+//!   [`LocalLinks`] can make in-process links at any time. A gateway in this
+//!   process whose `[mqtt]` is [`EmbeddedBroker::gateway_mqtt_config`] uses
+//!   such a link (see `crate::mqtt`); with `in_process = false`, or from
+//!   another process, it connects to [`EmbeddedBroker::internal_addr`].
 //! - **The gate** ([`gate`]) accepts devices on the public address, checks each
 //!   CONNECT against the [`DeviceDirectory`] (username → APR, device, SHA-256 of
 //!   the password), swaps the login for the internal one, and from then on lets
