@@ -193,7 +193,7 @@ impl Connection {
                         .count(),
                 }),
                 Ok(_) => Ok(Event::Other),
-                Err(e) => Err(Error::Link(format!("MQTT connection: {e}"))),
+                Err(e) => Err(link_error(e)),
             },
             ConnectionKind::Local(local) => local.poll().await,
         }
@@ -248,10 +248,7 @@ impl LocalConnection {
             match rx.next().await {
                 Ok(Some(n)) => break n,
                 Ok(None) => continue,
-                Err(e) => {
-                    self.drop_link().await;
-                    return Err(link_error(format!("the embedded broker's router: {e}")));
-                }
+                Err(e) => return Err(self.lost(e).await),
             }
         };
         match notification {
@@ -281,8 +278,7 @@ impl LocalConnection {
                 // The router paused this link because its buffer filled:
                 // what it holds has been taken, ask for more.
                 if let Err(e) = rx.wake().await {
-                    self.drop_link().await;
-                    return Err(link_error(format!("the embedded broker's router: {e}")));
+                    return Err(self.lost(e).await);
                 }
                 Ok(Event::Other)
             }
@@ -294,6 +290,13 @@ impl LocalConnection {
             }
             _ => Ok(Event::Other),
         }
+    }
+
+    /// The router failed the link: drop it (the next poll makes a new one)
+    /// and say why.
+    async fn lost(&mut self, e: impl std::fmt::Display) -> Error {
+        self.drop_link().await;
+        link_error(format!("the embedded broker's router: {e}"))
     }
 
     async fn drop_link(&mut self) {

@@ -338,14 +338,9 @@ impl Uplink {
                 Ok(Event::Connected { session_present }) => {
                     failures = 0;
                     self.counters.mqtt_connections.fetch_add(1, Relaxed);
-                    self.counters
-                        .mqtt_in_process
-                        .store(self.connection.is_in_process(), Relaxed);
-                    info!(
-                        session_present,
-                        in_process = self.connection.is_in_process(),
-                        "connected to the MQTT broker"
-                    );
+                    let in_process = self.connection.is_in_process();
+                    self.counters.mqtt_in_process.store(in_process, Relaxed);
+                    info!(session_present, in_process, "connected to the MQTT broker");
                     self.subscribe();
                 }
                 Ok(Event::Subscribed { refused }) => {
