@@ -135,7 +135,7 @@ impl Default for MqttConfig {
 /// `[broker]`: the embedded MQTT broker (rumqttd behind the device gate) that
 /// `apr-gateway run` starts for the site's devices when `listen` is set; the
 /// gateway then reads from it instead of the broker of `[mqtt]`.
-#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct BrokerConfig {
     /// Address devices connect to (`host:port`); empty: no embedded broker.
@@ -146,6 +146,22 @@ pub struct BrokerConfig {
     pub tls_key: String,
     /// Allow plain MQTT on a non-loopback address (refused otherwise).
     pub allow_plaintext: bool,
+    /// The device gate hands packets to rumqttd's router in-process (local
+    /// links); `false`: a TCP connection per device to rumqttd's internal
+    /// port, as before 2026-12-05 (kept to compare; see docs/SCALING.md).
+    pub gate_in_process: bool,
+}
+
+impl Default for BrokerConfig {
+    fn default() -> Self {
+        BrokerConfig {
+            listen: String::new(),
+            tls_cert: String::new(),
+            tls_key: String::new(),
+            allow_plaintext: false,
+            gate_in_process: true,
+        }
+    }
 }
 
 /// `[forward]`: batching and retrying towards the server.
@@ -393,6 +409,8 @@ listen = {broker_listen}
 tls_cert = {broker_tls_cert}
 tls_key = {broker_tls_key}
 allow_plaintext = {broker_allow_plaintext}
+# The device gate reaches the broker's router in-process; false: over TCP.
+gate_in_process = {broker_gate_in_process}
 "#,
         id = v(&c.id),
         aprs = v(&c.aprs),
@@ -428,6 +446,7 @@ allow_plaintext = {broker_allow_plaintext}
         broker_tls_cert = v(&c.broker.tls_cert),
         broker_tls_key = v(&c.broker.tls_key),
         broker_allow_plaintext = v(&c.broker.allow_plaintext),
+        broker_gate_in_process = v(&c.broker.gate_in_process),
     )
 }
 

@@ -67,7 +67,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{info, Instrument};
 
-pub use broker::{password_sha256, DeviceDirectory, EmbeddedBroker, GateStats};
+pub use broker::{password_sha256, DeviceDirectory, EmbeddedBroker, GateHop, GateStats};
 pub use config::{configfile, GatewayConfig};
 pub use error::Error;
 pub use forward::{HttpSink, Sink, SinkError};

@@ -23,7 +23,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use apr_firmware::{Sample, SampleValue};
-use apr_gateway::{DeviceDirectory, EmbeddedBroker, Gateway, GatewayConfig, GatewayHandle};
+use apr_gateway::{
+    DeviceDirectory, EmbeddedBroker, GateHop, Gateway, GatewayConfig, GatewayHandle,
+};
 use apr_server::store::{AprRecord, Region};
 use apr_twin::device::{DeviceCounters, DeviceOptions, SimDevice};
 use apr_wire::ingest::GatewayDevice;
@@ -85,6 +87,11 @@ struct Args {
     /// TCP port, as before that link existed.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     in_process: bool,
+    /// The embedded broker's device gate hands packets to rumqttd's router
+    /// in-process (`[broker] gate_in_process`, the default); `--gate-in-process
+    /// false`: a TCP connection per device to rumqttd, as before.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    gate_in_process: bool,
     /// The server's `[store] token_cache_entries` (0: every request reads
     /// its token's user from SQLite, as before the cache).
     #[arg(long, default_value_t = apr_server::store::TokenCacheSettings::default().entries)]
@@ -332,9 +339,15 @@ async fn run(args: Args) -> bool {
     let mut mosquitto = None;
     let (host, port) = match args.broker.as_str() {
         "embedded" => {
-            let b = EmbeddedBroker::start(
+            let b = EmbeddedBroker::start_with(
                 "127.0.0.1:0".parse().expect("addr"),
                 Arc::new(DeviceDirectory::new(devices.clone())),
+                None,
+                if args.gate_in_process {
+                    GateHop::InProcess
+                } else {
+                    GateHop::Tcp
+                },
             )
             .await
             .expect("embedded broker");
@@ -651,7 +664,7 @@ async fn run(args: Args) -> bool {
         + std::fs::metadata(dir.path().join("server.sqlite3-wal"))
             .map(|m| m.len())
             .unwrap_or(0);
-    println!("load: broker={} sites={} gateways={g} window={} reports_per_pack={per_pack} rate_target={} in_process={}", args.broker, n, args.window, args.rate, args.in_process && embedded.is_some());
+    println!("load: broker={} sites={} gateways={g} window={} reports_per_pack={per_pack} rate_target={} in_process={} gate_in_process={}", args.broker, n, args.window, args.rate, args.in_process && embedded.is_some(), args.gate_in_process && embedded.is_some());
     println!("load: published {published_readings} readings in {:.1} s; stored {stored}; acknowledged {acked_readings}; unacknowledged packs {unacked}; resent packs {resent}", publish_end.as_secs_f64());
     println!(
         "load: sustained {rate:.0} readings/s stored (publish start → last reading stored, {:.1} s)",

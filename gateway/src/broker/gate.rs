@@ -32,16 +32,16 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, warn, Instrument};
 
 use super::directory::{DeviceDirectory, DeviceGrant};
-use super::MAX_PACKET_BYTES;
+use super::{LocalLinks, MAX_PACKET_BYTES};
 
 /// How long a new connection may take to send its CONNECT.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest packet the broker sends a client (a publish plus its topic).
 const MAX_BROKER_PACKET: usize = MAX_PACKET_BYTES + 64 * 1024;
 /// Packets queued towards one client.
-const CLIENT_QUEUE: usize = 64;
+pub(super) const CLIENT_QUEUE: usize = 64;
 /// How long the broker may take to close after the client went away.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
+pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -53,6 +53,8 @@ pub(crate) struct GateCounters {
     pub connections_abandoned: AtomicU64,
     pub publishes_denied: AtomicU64,
     pub subscribes_denied: AtomicU64,
+    /// Client ids given to clients that sent none (clean sessions only).
+    pub anonymous_ids: AtomicU64,
 }
 
 /// A snapshot of the gate's counters.
@@ -88,6 +90,9 @@ impl GateCounters {
 /// What every gate connection shares.
 pub(crate) struct GateShared {
     pub directory: Arc<DeviceDirectory>,
+    /// The hop to rumqttd: its router over local links, or (`None`) a TCP
+    /// connection per device to `internal_addr`.
+    pub local: Option<LocalLinks>,
     pub internal_addr: SocketAddr,
     pub internal_username: String,
     pub internal_password: String,
@@ -96,13 +101,15 @@ pub(crate) struct GateShared {
 
 /// Why a connection ended abnormally.
 #[derive(Debug, thiserror::Error)]
-enum GateError {
+pub(super) enum GateError {
     #[error("i/o: {0}")]
     Io(#[from] std::io::Error),
     #[error("protocol: {0}")]
     Protocol(String),
     #[error("client queue closed")]
     QueueClosed,
+    #[error("link to the broker's router: {0}")]
+    Link(String),
 }
 
 impl From<MqttError> for GateError {
@@ -184,7 +191,7 @@ fn encode(packet: &Packet) -> Bytes {
 
 /// The gate's verdict on one client → broker packet.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) enum Verdict {
+pub(super) enum Verdict {
     /// Pass it to the broker.
     Forward,
     /// A PUBLISH outside the device's topics; `answer` (if any) goes back.
@@ -202,7 +209,7 @@ pub(crate) enum Verdict {
 
 /// Judges one complete client → broker frame. `denied_qos2` remembers the
 /// packet ids of denied QoS 2 publishes, whose PUBREL the gate completes.
-pub(crate) fn judge(
+pub(super) fn judge(
     frame: &Bytes,
     fixed_header: FixedHeader,
     grant: &DeviceGrant,
@@ -273,7 +280,7 @@ fn complete_prefix(buf: &[u8], max: usize) -> Result<usize, MqttError> {
     Ok(at)
 }
 
-async fn read_more<R: AsyncRead + Unpin>(
+pub(super) async fn read_more<R: AsyncRead + Unpin>(
     r: &mut R,
     buf: &mut BytesMut,
 ) -> Result<bool, std::io::Error> {
@@ -323,6 +330,16 @@ async fn refuse<W: AsyncWrite + Unpin>(mut w: W, connack: &[u8], shared: &GateSh
     shared.counters.connections_refused.fetch_add(1, Relaxed);
     let _ = w.write_all(connack).await;
     let _ = w.shutdown().await;
+}
+
+/// Refuses a connection with CONNACK "server unavailable" (the broker
+/// behind the gate cannot take it).
+pub(super) async fn refuse_unavailable<W: AsyncWrite + Unpin>(w: W, shared: &GateShared) {
+    let connack = encode(&Packet::ConnAck(ConnAck::new(
+        ConnectReturnCode::ServiceUnavailable,
+        false,
+    )));
+    refuse(w, &connack, shared).await;
 }
 
 /// Serves one plain client connection to the end.
@@ -432,19 +449,31 @@ where
         info!(%username, client_id = %connect.client_id, "the client closed before its CONNECT was handled; not passed on");
         return Ok(());
     }
+    if connect.client_id.is_empty() {
+        if !connect.clean_session {
+            // MQTT 3.1.1 §3.1.3.1: a persistent session needs a client id.
+            warn!(%username, "empty client id with a persistent session refused");
+            let connack = encode(&Packet::ConnAck(ConnAck::new(
+                ConnectReturnCode::BadClientId,
+                false,
+            )));
+            refuse(cw, &connack, shared).await;
+            return Ok(());
+        }
+        connect.client_id = format!(
+            "gate-{}-{}",
+            grant.username,
+            shared.counters.anonymous_ids.fetch_add(1, Relaxed)
+        );
+    }
+    if let Some(links) = &shared.local {
+        return super::local_session::serve(cr, buf, cw, connect, &grant, links, shared).await;
+    }
     let broker = match TcpStream::connect(shared.internal_addr).await {
         Ok(b) => b,
         Err(e) => {
             warn!(error = %e, "internal broker unreachable");
-            refuse(
-                cw,
-                &encode(&Packet::ConnAck(ConnAck::new(
-                    ConnectReturnCode::ServiceUnavailable,
-                    false,
-                ))),
-                shared,
-            )
-            .await;
+            refuse_unavailable(cw, shared).await;
             return Err(e.into());
         }
     };
@@ -726,6 +755,7 @@ mod tests {
         let internal = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let shared = Arc::new(GateShared {
             directory: Arc::new(one_device()),
+            local: None,
             internal_addr: internal.local_addr().unwrap(),
             internal_username: "internal".into(),
             internal_password: "secret".into(),

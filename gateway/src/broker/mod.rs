@@ -41,6 +41,7 @@
 
 pub mod directory;
 pub mod gate;
+mod local_session;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -49,7 +50,7 @@ use std::time::Duration;
 
 use rand::distributions::{Alphanumeric, DistString};
 use rumqttd::local::{LinkRx, LinkTx};
-use rumqttd::{Config, ConnectionSettings, RouterConfig, ServerSettings};
+use rumqttd::{Config, ConnectionSettings, Notification, RouterConfig, ServerSettings};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
@@ -215,6 +216,18 @@ async fn probe(addr: SocketAddr, username: &str, password: &str) -> bool {
         .unwrap_or(false)
 }
 
+/// How the gate passes a device's packets to rumqttd.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum GateHop {
+    /// Over a local link to rumqttd's router in this process
+    /// ([`local_session`]): no second socket per device, no re-encoding.
+    #[default]
+    InProcess,
+    /// Over a TCP connection per device to rumqttd's internal port, bytes
+    /// copied as they come (the gate before 2026-12-05; kept to compare).
+    Tcp,
+}
+
 /// The running embedded broker (see the module doc).
 pub struct EmbeddedBroker {
     public_addr: SocketAddr,
@@ -253,6 +266,17 @@ impl EmbeddedBroker {
         directory: Arc<DeviceDirectory>,
         tls: Option<Arc<apr_tls::rustls::ServerConfig>>,
     ) -> Result<EmbeddedBroker, Error> {
+        EmbeddedBroker::start_with(public_listen, directory, tls, GateHop::InProcess).await
+    }
+
+    /// [`EmbeddedBroker::start_tls`], with the gate's `hop` to rumqttd
+    /// chosen (`[broker] gate_in_process`).
+    pub async fn start_with(
+        public_listen: SocketAddr,
+        directory: Arc<DeviceDirectory>,
+        tls: Option<Arc<apr_tls::rustls::ServerConfig>>,
+        hop: GateHop,
+    ) -> Result<EmbeddedBroker, Error> {
         let internal_addr = free_loopback_port()?;
         let internal_username = format!(
             "internal-{}",
@@ -268,11 +292,10 @@ impl EmbeddedBroker {
         let links = {
             let router_tx = router_tx.clone();
             LocalLinks::new(
-                move |client_id: &str| {
+                move |client_id: &str, clean_session: bool| {
                     rumqttd::local::LinkBuilder::new(client_id, router_tx.clone())
-                        .clean_session(true)
+                        .clean_session(clean_session)
                         .build()
-                        .map(|(tx, rx, _connack)| (tx, rx))
                         .map_err(|e| {
                             Error::Link(format!("cannot link to the embedded broker: {e}"))
                         })
@@ -332,6 +355,10 @@ impl EmbeddedBroker {
             .map_err(|e| Error::io("cannot read the MQTT listen address", e))?;
         let shared = Arc::new(GateShared {
             directory,
+            local: match hop {
+                GateHop::InProcess => Some(links.clone()),
+                GateHop::Tcp => None,
+            },
             internal_addr,
             internal_username: internal_username.clone(),
             internal_password: internal_password.clone(),
@@ -401,7 +428,12 @@ impl EmbeddedBroker {
             }
         };
         let directory = Arc::new(DeviceDirectory::new(Vec::new()));
-        EmbeddedBroker::start_tls(addr, directory, tls)
+        let hop = if config.gate_in_process {
+            GateHop::InProcess
+        } else {
+            GateHop::Tcp
+        };
+        EmbeddedBroker::start_with(addr, directory, tls, hop)
             .await
             .map(Some)
     }
@@ -477,7 +509,7 @@ impl Drop for EmbeddedBroker {
 }
 
 /// Makes one in-process link, as a client id.
-type MakeLink = dyn Fn(&str) -> Result<(LinkTx, LinkRx), Error> + Send + Sync;
+type MakeLink = dyn Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), Error> + Send + Sync;
 
 /// Makes in-process links to an embedded broker's router (rumqttd local
 /// links): what an in-process gateway uses instead of a TCP connection to
@@ -497,7 +529,10 @@ impl std::fmt::Debug for LocalLinks {
 
 impl LocalLinks {
     fn new(
-        make: impl Fn(&str) -> Result<(LinkTx, LinkRx), Error> + Send + Sync + 'static,
+        make: impl Fn(&str, bool) -> Result<(LinkTx, LinkRx, Notification), Error>
+            + Send
+            + Sync
+            + 'static,
         username: String,
         password: String,
     ) -> LocalLinks {
@@ -512,7 +547,17 @@ impl LocalLinks {
     /// connection with that id is closed by the router). Blocks until the
     /// router answers: call it off the async workers.
     pub fn link(&self, client_id: &str) -> Result<(LinkTx, LinkRx), Error> {
-        (self.make)(client_id)
+        (self.make)(client_id, true).map(|(tx, rx, _connack)| (tx, rx))
+    }
+
+    /// A device's session as `client_id` (clean or persistent, as its
+    /// CONNECT asked), with the router's CONNACK. Blocks like [`Self::link`].
+    pub(crate) fn session(
+        &self,
+        client_id: &str,
+        clean_session: bool,
+    ) -> Result<(LinkTx, LinkRx, Notification), Error> {
+        (self.make)(client_id, clean_session)
     }
 
     /// Whether `username`/`password` are the internal login (what a TCP

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicU32, Ordering::SeqCst};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use apr_gateway::{password_sha256, DeviceDirectory, EmbeddedBroker, Sink, SinkError};
+use apr_gateway::{password_sha256, DeviceDirectory, EmbeddedBroker, GateHop, Sink, SinkError};
 use apr_wire::ingest::{GatewayDevice, IngestAck, IngestBatch};
 use rumqttc::{AsyncClient, Event, EventLoop, Incoming, MqttOptions, Publish, QoS};
 use tokio::sync::mpsc;
@@ -26,11 +26,16 @@ pub fn device(username: &str, apr: &str, device: &str, password: &str) -> Gatewa
 
 /// A broker with devices u1 (a1/d1, password p1) and u2 (a1/d2, password p2).
 pub async fn broker() -> EmbeddedBroker {
+    broker_via(GateHop::InProcess).await
+}
+
+/// [`broker`] with the gate's hop to rumqttd chosen.
+pub async fn broker_via(hop: GateHop) -> EmbeddedBroker {
     let dir = DeviceDirectory::new(vec![
         device("u1", "a1", "d1", "p1"),
         device("u2", "a1", "d2", "p2"),
     ]);
-    EmbeddedBroker::start("127.0.0.1:0".parse().unwrap(), Arc::new(dir))
+    EmbeddedBroker::start_with("127.0.0.1:0".parse().unwrap(), Arc::new(dir), None, hop)
         .await
         .unwrap()
 }
