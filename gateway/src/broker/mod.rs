@@ -5,29 +5,40 @@
 //! parts in one process:
 //!
 //! ```text
-//! device ──TCP or TLS──▶ DeviceGate (public address) ──TCP──▶ rumqttd (loopback, internal credentials)
-//!                                                          ▲
-//! in-process gateway ──── local link (or TCP, internal credentials) ──┘
+//! device ──TCP or TLS──▶ DeviceGate (public address) ──local link (or TCP)──▶ rumqttd's router
+//!                                                                               ▲
+//! in-process gateway ──── local link (or TCP, internal credentials) ────────────┘
 //! ```
 //!
-//! - **rumqttd** listens on a loopback port picked at start, with only the
-//!   random internal credentials in its `auth` map. Its router and that
-//!   listener are started here from rumqttd's public `Router` and `Server`
-//!   (not `rumqttd::Broker`, which keeps the router's sender private), so
-//!   [`LocalLinks`] can make in-process links at any time. A gateway in this
-//!   process whose `[mqtt]` is [`EmbeddedBroker::gateway_mqtt_config`] uses
-//!   such a link (see `crate::mqtt`); with `in_process = false`, or from
-//!   another process, it connects to [`EmbeddedBroker::internal_addr`].
+//! - **rumqttd**'s router and a listener on a loopback port picked at start
+//!   (only the random internal credentials in its `auth` map) are started
+//!   here from rumqttd's public `Router` and `Server` (not `rumqttd::Broker`,
+//!   which keeps the router's sender private), so [`LocalLinks`] can make
+//!   in-process links at any time. A gateway in this process whose `[mqtt]`
+//!   is [`EmbeddedBroker::gateway_mqtt_config`] uses such a link (see
+//!   `crate::mqtt`); with `in_process = false`, or from another process, it
+//!   connects to [`EmbeddedBroker::internal_addr`].
 //! - **The gate** ([`gate`]) accepts devices on the public address, checks each
 //!   CONNECT against the [`DeviceDirectory`] (username → APR, device, SHA-256 of
-//!   the password), swaps the login for the internal one, and from then on lets
-//!   a device publish only to its own `apr/{apr}/{device}/up` and `.../status`
-//!   and subscribe only to its own `.../config` and `.../ack` (CONTRACT §2).
+//!   the password), and from then on lets a device publish only to its own
+//!   `apr/{apr}/{device}/up` and `.../status` and subscribe only to its own
+//!   `.../config` and `.../ack` (CONTRACT §2). An admitted device's packets go
+//!   to the router over a local link of its own ([`GateHop::InProcess`], the
+//!   default; `local_session`): one socket per device, each packet parsed
+//!   once, one router wake-up per read. The router then never sees the
+//!   device's socket, so the gate answers PINGREQ, drops a device silent for
+//!   1.5 × its keep-alive and publishes the device's last will itself when
+//!   the device is lost (not after a clean DISCONNECT, nor when a newer
+//!   connection took the client id over). [`GateHop::Tcp`] (`[broker]
+//!   gate_in_process = false`) is the earlier shape: a second TCP connection
+//!   per device to the internal listener, with the login swapped for the
+//!   internal one, and rumqttd doing keep-alive and wills.
 //! - **TLS** ([`EmbeddedBroker::start_tls`], `[broker] tls_cert`/`tls_key`):
 //!   the gate terminates MQTT over TLS (rustls on ring) before the CONNECT
 //!   is read; a client that does not complete the handshake (it does not
 //!   trust the certificate, or speaks plain MQTT) is counted as refused and
-//!   never reaches the login check. The hop to rumqttd stays on loopback.
+//!   never reaches the login check. Past the gate nothing leaves the process
+//!   (or, with the TCP hop, loopback).
 //!
 //! # Limitations
 //! - The gate speaks MQTT 3.1.1 only: an MQTT 5 CONNECT is refused cleanly
