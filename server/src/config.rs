@@ -231,6 +231,9 @@ pub struct Store {
     /// Readings per series from which a group goes straight to `readings`
     /// (0: always, i.e. no `readings_recent`).
     pub direct_per_series: u64,
+    /// WAL pages (4 KiB) after which a commit copies them into the database
+    /// file.
+    pub wal_checkpoint_pages: u32,
     /// Bearer tokens whose users are kept in memory (0: none).
     pub token_cache_entries: usize,
     /// Seconds after which a cached token's user is read again.
@@ -247,6 +250,7 @@ impl Default for Store {
             recent_rows_max: log.merge_above_rows,
             recent_chunk_rows: log.chunk_rows,
             direct_per_series: log.direct_per_series,
+            wal_checkpoint_pages: log.checkpoint_pages,
             token_cache_entries: tokens.entries,
             token_cache_max_age_s: tokens.max_age.as_secs(),
         }
@@ -260,6 +264,7 @@ impl Store {
             merge_above_rows: self.recent_rows_max,
             chunk_rows: self.recent_chunk_rows,
             direct_per_series: self.direct_per_series,
+            checkpoint_pages: self.wal_checkpoint_pages,
         }
     }
 
@@ -341,6 +346,10 @@ read_connections = {read_connections}
 recent_rows_max = {recent_rows_max}
 recent_chunk_rows = {recent_chunk_rows}
 direct_per_series = {direct_per_series}
+# WAL pages (4 KiB each) after which a commit copies them into the database
+# file: a page that many commits rewrite is copied once per checkpoint, so a
+# longer WAL writes fewer bytes, at the price of a WAL file that large.
+wal_checkpoint_pages = {wal_checkpoint_pages}
 # Users of bearer tokens kept in memory (0: every request reads the
 # database), each read again after token_cache_max_age_s. Any registry write,
 # of this server or of the apr-server CLI, empties the cache at once.
@@ -416,6 +425,7 @@ address_window_s = {address_window_s}
         path = q(&d.store.path.to_string_lossy()),
         read_connections = d.store.read_connections,
         recent_rows_max = d.store.recent_rows_max,
+        wal_checkpoint_pages = d.store.wal_checkpoint_pages,
         recent_chunk_rows = d.store.recent_chunk_rows,
         direct_per_series = d.store.direct_per_series,
         token_cache_entries = d.store.token_cache_entries,
@@ -545,13 +555,24 @@ mod tests {
             "[store]\nrecent_rows_max = 1000\n",
             "server.toml",
             ENV_PREFIX,
-            vec![("APR_SERVER__STORE__DIRECT_PER_SERIES".into(), "0".into())],
+            vec![
+                ("APR_SERVER__STORE__DIRECT_PER_SERIES".into(), "0".into()),
+                (
+                    "APR_SERVER__STORE__WAL_CHECKPOINT_PAGES".into(),
+                    "500".into(),
+                ),
+            ],
         )
         .unwrap();
         let log = c.store.recent_log();
         assert_eq!(
-            (log.merge_above_rows, log.chunk_rows, log.direct_per_series),
-            (1000, crate::store::RecentLog::default().chunk_rows, 0)
+            (
+                log.merge_above_rows,
+                log.chunk_rows,
+                log.direct_per_series,
+                log.checkpoint_pages
+            ),
+            (1000, crate::store::RecentLog::default().chunk_rows, 0, 500)
         );
         let bad = apr_wire::settings::load_from::<Config>(
             "[store]\nrecent_rows_max = -1\n",

@@ -149,6 +149,7 @@ fn store_with_log(
         merge_above_rows,
         chunk_rows,
         direct_per_series: 4,
+        ..RecentLog::default()
     };
     let s = SqliteStore::open_with(&path, 1, log).unwrap();
     fleet::import_file(&s, &fleet_csv()).unwrap();

@@ -96,6 +96,9 @@ struct Args {
     /// its token's user from SQLite, as before the cache).
     #[arg(long, default_value_t = apr_server::store::TokenCacheSettings::default().entries)]
     token_cache: usize,
+    /// The server's `[store] wal_checkpoint_pages`.
+    #[arg(long, default_value_t = apr_server::store::RecentLog::default().checkpoint_pages)]
+    wal_checkpoint_pages: u32,
     // `cargo test` passes these to every test binary; accepted and ignored.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -253,6 +256,7 @@ async fn run(args: Args) -> bool {
     let mut config = apr_server::Config::default();
     config.store.path = dir.path().join("server.sqlite3");
     config.store.token_cache_entries = args.token_cache;
+    config.store.wal_checkpoint_pages = args.wal_checkpoint_pages;
     let state = apr_server::open(&config).expect("open store");
     let aprs: Vec<AprRecord> = (0..=n)
         .map(|i| AprRecord {

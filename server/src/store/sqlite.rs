@@ -84,9 +84,9 @@ impl SqliteStore {
              PRAGMA foreign_keys = ON;
              PRAGMA cache_size = -65536;
              PRAGMA mmap_size = 268435456;
-             PRAGMA temp_store = MEMORY;
-             PRAGMA wal_autocheckpoint = 4000;",
+             PRAGMA temp_store = MEMORY;",
         )?;
+        conn.pragma_update(None, "wal_autocheckpoint", log.checkpoint_pages)?;
         conn.set_prepared_statement_cache_capacity(32);
         schema::migrate(&mut conn)?;
         let readings: i64 = conn.query_row(
