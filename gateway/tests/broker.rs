@@ -248,6 +248,17 @@ async fn a_device_lost_without_disconnect_has_its_will_published_on_both_hops() 
     }
 }
 
+/// Sends PINGREQ and waits for the PINGRESP.
+async fn ping(s: &mut TcpStream) {
+    s.write_all(&[0xC0, 0x00]).await.unwrap();
+    let mut pong = [0u8; 2];
+    tokio::time::timeout(WAIT, s.read_exact(&mut pong))
+        .await
+        .expect("PINGRESP in time")
+        .expect("PINGRESP read");
+    assert_eq!(pong, [0xD0, 0x00], "PINGRESP");
+}
+
 #[tokio::test]
 async fn a_device_that_says_disconnect_leaves_no_will_on_both_hops() {
     for hop in HOPS {
@@ -276,13 +287,7 @@ async fn a_device_silent_past_its_keep_alive_is_dropped_and_its_will_published()
     let mut sub = status_watcher(&b).await;
     let (mut s, _) = raw_device(&b, "a1.d1", true, 1).await;
     // PINGREQ is answered by the gate and keeps the connection alive.
-    s.write_all(&[0xC0, 0x00]).await.unwrap();
-    let mut pong = [0u8; 2];
-    tokio::time::timeout(WAIT, s.read_exact(&mut pong))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(pong, [0xD0, 0x00]);
+    ping(&mut s).await;
     let t0 = tokio::time::Instant::now();
     assert!(
         closed_within(&mut s, WAIT).await,
@@ -313,13 +318,7 @@ async fn a_second_connection_with_the_same_client_id_takes_over_without_firing_t
         "the device is connected: no will"
     );
     // The second connection carries the session: it publishes and pings.
-    second.write_all(&[0xC0, 0x00]).await.unwrap();
-    let mut pong = [0u8; 2];
-    tokio::time::timeout(WAIT, second.read_exact(&mut pong))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(pong, [0xD0, 0x00]);
+    ping(&mut second).await;
 }
 
 #[tokio::test]

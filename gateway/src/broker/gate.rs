@@ -290,6 +290,28 @@ pub(super) async fn read_more<R: AsyncRead + Unpin>(
     Ok(r.read_buf(buf).await? > 0)
 }
 
+/// Takes the next complete packet off the front of `buf` with its fixed
+/// header, or `None` until more bytes arrive.
+pub(super) fn next_frame(buf: &mut BytesMut) -> Result<Option<(Bytes, FixedHeader)>, GateError> {
+    match check(buf.iter(), MAX_PACKET_BYTES) {
+        Ok(fh) => Ok(Some((buf.split_to(fh.frame_length()).freeze(), fh))),
+        Err(MqttError::InsufficientBytes(_)) => Ok(None),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Counts and logs a publish the gate refused.
+pub(super) fn publish_denied(shared: &GateShared, grant: &DeviceGrant, topic: &str) {
+    shared.counters.publishes_denied.fetch_add(1, Relaxed);
+    warn!(username = %grant.username, %topic, "publish denied: not the device's own up or status topic");
+}
+
+/// Counts and logs a subscribe the gate refused.
+pub(super) fn subscribe_denied(shared: &GateShared, grant: &DeviceGrant, filters: &[String]) {
+    shared.counters.subscribes_denied.fetch_add(1, Relaxed);
+    warn!(username = %grant.username, ?filters, "subscribe denied: not the device's own config or ack topic");
+}
+
 /// Reads until `buf` starts with a complete packet.
 async fn read_packet<R: AsyncRead + Unpin>(
     r: &mut R,
@@ -551,18 +573,11 @@ async fn pump_client<R: AsyncRead + Unpin>(
     let mut out = BytesMut::with_capacity(READ_CHUNK);
     let mut denied_qos2 = HashSet::new();
     loop {
-        loop {
-            let fh = match check(buf.iter(), MAX_PACKET_BYTES) {
-                Ok(fh) => fh,
-                Err(MqttError::InsufficientBytes(_)) => break,
-                Err(e) => return Err(e.into()),
-            };
-            let frame = buf.split_to(fh.frame_length()).freeze();
+        while let Some((frame, fh)) = next_frame(&mut buf)? {
             match judge(&frame, fh, grant, &mut denied_qos2) {
                 Verdict::Forward => out.extend_from_slice(&frame),
                 Verdict::DenyPublish { topic, answer } => {
-                    shared.counters.publishes_denied.fetch_add(1, Relaxed);
-                    warn!(username = %grant.username, %topic, "publish denied: not the device's own up or status topic");
+                    publish_denied(shared, grant, &topic);
                     if let Some(a) = answer {
                         to_client
                             .send(a)
@@ -571,8 +586,7 @@ async fn pump_client<R: AsyncRead + Unpin>(
                     }
                 }
                 Verdict::DenySubscribe { filters, answer } => {
-                    shared.counters.subscribes_denied.fetch_add(1, Relaxed);
-                    warn!(username = %grant.username, ?filters, "subscribe denied: not the device's own config or ack topic");
+                    subscribe_denied(shared, grant, &filters);
                     to_client
                         .send(answer)
                         .await

@@ -31,7 +31,7 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rumqttc::mqttbytes::v4::Connect;
-use rumqttc::mqttbytes::{check, Error as MqttError, QoS};
+use rumqttc::mqttbytes::QoS;
 use rumqttd::local::{LinkRx, LinkTx};
 use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::{Disconnect, DisconnectReasonCode, Packet, Protocol, Publish};
@@ -41,7 +41,10 @@ use tokio::sync::mpsc;
 use tracing::{info, warn, Instrument};
 
 use super::directory::DeviceGrant;
-use super::gate::{judge, read_more, GateError, GateShared, Verdict, CLIENT_QUEUE, CLOSE_GRACE};
+use super::gate::{
+    judge, next_frame, publish_denied, read_more, subscribe_denied, GateError, GateShared, Verdict,
+    CLIENT_QUEUE, CLOSE_GRACE,
+};
 use super::{LocalLinks, MAX_PACKET_BYTES};
 
 /// PINGRESP, answered by the gate.
@@ -184,13 +187,7 @@ async fn from_device<R: AsyncRead + Unpin>(
     let mut denied_qos2 = HashSet::new();
     let mut batch: Vec<Packet> = Vec::with_capacity(16);
     loop {
-        loop {
-            let fh = match check(buf.iter(), MAX_PACKET_BYTES) {
-                Ok(fh) => fh,
-                Err(MqttError::InsufficientBytes(_)) => break,
-                Err(e) => return Err(e.into()),
-            };
-            let frame = buf.split_to(fh.frame_length()).freeze();
+        while let Some((frame, fh)) = next_frame(&mut buf)? {
             let answer = match judge(&frame, fh, grant, &mut denied_qos2) {
                 Verdict::Forward => {
                     match frame.first().map(|b| b >> 4) {
@@ -215,13 +212,11 @@ async fn from_device<R: AsyncRead + Unpin>(
                     }
                 }
                 Verdict::DenyPublish { topic, answer } => {
-                    shared.counters.publishes_denied.fetch_add(1, Relaxed);
-                    warn!(username = %grant.username, %topic, "publish denied: not the device's own up or status topic");
+                    publish_denied(shared, grant, &topic);
                     answer
                 }
                 Verdict::DenySubscribe { filters, answer } => {
-                    shared.counters.subscribes_denied.fetch_add(1, Relaxed);
-                    warn!(username = %grant.username, ?filters, "subscribe denied: not the device's own config or ack topic");
+                    subscribe_denied(shared, grant, &filters);
                     Some(answer)
                 }
                 Verdict::Answer(a) => Some(a),
