@@ -212,6 +212,11 @@ async fn raw_device(
         QoS::AtLeastOnce,
         false,
     ));
+    raw_connect(b, c).await
+}
+
+/// Sends `c` to the gate; returns the socket and the CONNACK's return code.
+async fn raw_connect(b: &EmbeddedBroker, c: Connect) -> (TcpStream, u8) {
     let mut frame = BytesMut::new();
     Packet::Connect(c).write(&mut frame, 1 << 20).unwrap();
     let mut s = TcpStream::connect(b.public_addr()).await.unwrap();
@@ -336,6 +341,23 @@ async fn an_empty_client_id_is_refused_for_a_persistent_session_and_named_for_a_
             sub.next_publish(WAIT).await.is_some(),
             "{hop:?}: it was connected"
         );
+    }
+}
+
+#[tokio::test]
+async fn a_client_id_the_broker_cannot_take_is_refused_and_one_is_assigned_without_a_slash() {
+    for hop in HOPS {
+        let b = broker_via(hop).await;
+        let mut c = Connect::new("a1/d3");
+        c.set_login("a1/d3", "p3");
+        let (mut s, code) = raw_connect(&b, c.clone()).await;
+        assert_eq!(code, 2, "{hop:?}: identifier rejected");
+        assert!(closed_within(&mut s, WAIT).await);
+        // No client id: the gate assigns gate-a1_d3-N, which the broker takes.
+        c.client_id = String::new();
+        let (mut s, code) = raw_connect(&b, c).await;
+        assert_eq!(code, 0, "{hop:?}");
+        ping(&mut s).await;
     }
 }
 

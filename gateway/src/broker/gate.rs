@@ -144,7 +144,42 @@ pub(crate) fn decide_connect(connect: &Connect, directory: &DeviceDirectory) -> 
             );
         }
     }
+    if connect.client_id.is_empty() && !connect.clean_session {
+        // MQTT 3.1.1 §3.1.3.1: a persistent session needs a client id.
+        return ConnectDecision::Refuse(
+            ConnectReturnCode::BadClientId,
+            "empty client id with a persistent session",
+        );
+    }
+    if connect.client_id.contains(ROUTER_REFUSES_IN_IDS) {
+        return ConnectDecision::Refuse(
+            ConnectReturnCode::BadClientId,
+            "client id with +, $, # or / (the broker cannot take it)",
+        );
+    }
     ConnectDecision::Accept(grant)
+}
+
+/// Characters rumqttd's router refuses in a client id (it drops such a
+/// connection without a CONNACK), so the gate refuses them first, clearly.
+const ROUTER_REFUSES_IN_IDS: [char; 4] = ['+', '$', '#', '/'];
+
+/// The client id the gate gives the `n`-th clean session of `username`
+/// that sent none (MQTT 3.1.1 §3.1.3.1 lets the server assign one):
+/// `gate-{username}-{n}` with every character outside `[A-Za-z0-9._-]`
+/// (a username like `apr/device` has a `/`) replaced by `_`.
+pub(crate) fn assigned_client_id(username: &str, n: u64) -> String {
+    let name: String = username
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    format!("gate-{name}-{n}")
 }
 
 /// Length of the fixed header of a complete frame.
@@ -472,20 +507,9 @@ where
         return Ok(());
     }
     if connect.client_id.is_empty() {
-        if !connect.clean_session {
-            // MQTT 3.1.1 §3.1.3.1: a persistent session needs a client id.
-            warn!(%username, "empty client id with a persistent session refused");
-            let connack = encode(&Packet::ConnAck(ConnAck::new(
-                ConnectReturnCode::BadClientId,
-                false,
-            )));
-            refuse(cw, &connack, shared).await;
-            return Ok(());
-        }
-        connect.client_id = format!(
-            "gate-{}-{}",
-            grant.username,
-            shared.counters.anonymous_ids.fetch_add(1, Relaxed)
+        connect.client_id = assigned_client_id(
+            &grant.username,
+            shared.counters.anonymous_ids.fetch_add(1, Relaxed),
         );
     }
     if let Some(links) = &shared.local {
@@ -757,6 +781,44 @@ mod tests {
             decide_connect(&c, &dir),
             ConnectDecision::Refuse(ConnectReturnCode::NotAuthorized, _)
         ));
+    }
+
+    #[test]
+    fn client_ids_the_broker_cannot_take_are_refused_and_empty_ones_assigned() {
+        let dir = one_device();
+        let mut c = Connect::new("");
+        c.set_login("u1", "pw");
+        assert!(matches!(
+            decide_connect(&c, &dir),
+            ConnectDecision::Accept(_)
+        ));
+        c.clean_session = false;
+        assert!(matches!(
+            decide_connect(&c, &dir),
+            ConnectDecision::Refuse(ConnectReturnCode::BadClientId, _)
+        ));
+        for id in ["a/b", "a+b", "a#", "$sys"] {
+            c.client_id = id.into();
+            c.clean_session = true;
+            assert!(
+                matches!(
+                    decide_connect(&c, &dir),
+                    ConnectDecision::Refuse(ConnectReturnCode::BadClientId, _)
+                ),
+                "{id}"
+            );
+        }
+        c.client_id = "caseta-1.b_2".into();
+        assert!(matches!(
+            decide_connect(&c, &dir),
+            ConnectDecision::Accept(_)
+        ));
+        assert_eq!(
+            assigned_client_id("el-alamo/caseta", 3),
+            "gate-el-alamo_caseta-3"
+        );
+        assert_eq!(assigned_client_id("u1", 0), "gate-u1-0");
+        assert_eq!(assigned_client_id("ñ+#$ x", 1), "gate-_____x-1");
     }
 
     /// A client that gave up on a connection (its connect timeout) while it

@@ -34,6 +34,8 @@ pub async fn broker_via(hop: GateHop) -> EmbeddedBroker {
     let dir = DeviceDirectory::new(vec![
         device("u1", "a1", "d1", "p1"),
         device("u2", "a1", "d2", "p2"),
+        // A username with a `/`, which a client id must not carry.
+        device("a1/d3", "a1", "d3", "p3"),
     ]);
     EmbeddedBroker::start_with("127.0.0.1:0".parse().unwrap(), Arc::new(dir), None, hop)
         .await
