@@ -386,7 +386,7 @@ impl EmbeddedBroker {
             )
             .instrument(tracing::info_span!("device_gate", %public_addr)),
         );
-        info!(%public_addr, %internal_addr, tls = tls_on, "embedded MQTT broker listening");
+        info!(%public_addr, %internal_addr, tls = tls_on, ?hop, "embedded MQTT broker listening");
         register_in_process(internal_addr, links);
         Ok(EmbeddedBroker {
             public_addr,
@@ -447,6 +447,15 @@ impl EmbeddedBroker {
         EmbeddedBroker::start_with(addr, directory, tls, hop)
             .await
             .map(Some)
+    }
+
+    /// How the gate passes device packets to rumqttd.
+    pub fn hop(&self) -> GateHop {
+        if self.shared.local.is_some() {
+            GateHop::InProcess
+        } else {
+            GateHop::Tcp
+        }
     }
 
     /// The address devices connect to (through the gate).
@@ -718,5 +727,18 @@ mod tests {
         .unwrap();
         let nodelay = on_listener_at(broker.internal_addr(), |s| s.tcp_nodelay().ok());
         assert_eq!(nodelay, Some(Some(true)));
+    }
+
+    #[tokio::test]
+    async fn the_gates_hop_comes_from_the_configuration() {
+        let mut config = BrokerConfig {
+            listen: "127.0.0.1:0".into(),
+            ..Default::default()
+        };
+        let b = EmbeddedBroker::from_config(&config).await.unwrap().unwrap();
+        assert_eq!(b.hop(), GateHop::InProcess, "the default");
+        config.gate_in_process = false;
+        let b = EmbeddedBroker::from_config(&config).await.unwrap().unwrap();
+        assert_eq!(b.hop(), GateHop::Tcp);
     }
 }
