@@ -89,6 +89,16 @@ fn will_publish(connect: &Connect) -> Option<Packet> {
     Some(Packet::Publish(publish, None))
 }
 
+/// The DISCONNECT that ends a session on the router's side.
+fn disconnect() -> Packet {
+    Packet::Disconnect(
+        Disconnect {
+            reason_code: DisconnectReasonCode::NormalDisconnection,
+        },
+        None,
+    )
+}
+
 /// Serves a device already admitted by the gate (its CONNECT read and its
 /// grant decided; `buf` holds what it sent after the CONNECT) over a local
 /// link to the router.
@@ -111,18 +121,17 @@ where
         let links = links.clone();
         let id = client_id.clone();
         // Building a link waits (blocking) for the router's answer.
-        tokio::task::spawn_blocking(move || links.session(&id, clean)).await
+        match tokio::task::spawn_blocking(move || links.session(&id, clean)).await {
+            Ok(made) => made.map_err(|e| e.to_string()),
+            Err(e) => Err(e.to_string()),
+        }
     };
     let (mut tx, rx, connack) = match session {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
+        Ok(s) => s,
+        Err(e) => {
             warn!(error = %e, "the embedded broker refused a link");
             super::gate::refuse_unavailable(cw, shared).await;
-            return Err(GateError::Link(e.to_string()));
-        }
-        Err(e) => {
-            super::gate::refuse_unavailable(cw, shared).await;
-            return Err(GateError::Link(e.to_string()));
+            return Err(GateError::Link(e));
         }
     };
     let mut out = BytesMut::with_capacity(16);
@@ -153,12 +162,7 @@ where
                 last.push(will);
             }
         }
-        last.push(Packet::Disconnect(
-            Disconnect {
-                reason_code: DisconnectReasonCode::NormalDisconnection,
-            },
-            None,
-        ));
+        last.push(disconnect());
         // The router is gone already if this fails; nothing is left to tell.
         let _ = hand_to_router(&mut tx, &mut last).await;
         // The router drops the session and with it the writer's link.
@@ -193,12 +197,7 @@ async fn from_device<R: AsyncRead + Unpin>(
                     match frame.first().map(|b| b >> 4) {
                         Some(12) => Some(Bytes::from_static(PINGRESP)),
                         Some(14) => {
-                            batch.push(Packet::Disconnect(
-                                Disconnect {
-                                    reason_code: DisconnectReasonCode::NormalDisconnection,
-                                },
-                                None,
-                            ));
+                            batch.push(disconnect());
                             hand_to_router(tx, &mut batch).await?;
                             return Ok(DeviceEnd::Disconnected);
                         }
