@@ -99,6 +99,15 @@ struct Args {
     /// The server's `[store] wal_checkpoint_pages`.
     #[arg(long, default_value_t = apr_server::store::RecentLog::default().checkpoint_pages)]
     wal_checkpoint_pages: u32,
+    /// The server's `[store] direct_per_series`.
+    #[arg(long, default_value_t = apr_server::store::RecentLog::default().direct_per_series)]
+    direct_per_series: u64,
+    /// The server's `[store] recent_rows_max`.
+    #[arg(long, default_value_t = apr_server::store::RecentLog::default().merge_above_rows)]
+    recent_rows_max: u64,
+    /// The server's `[store] recent_chunk_rows`.
+    #[arg(long, default_value_t = apr_server::store::RecentLog::default().chunk_rows)]
+    recent_chunk_rows: u64,
     // `cargo test` passes these to every test binary; accepted and ignored.
     #[arg(long, hide = true)]
     nocapture: bool,
@@ -257,6 +266,9 @@ async fn run(args: Args) -> bool {
     config.store.path = dir.path().join("server.sqlite3");
     config.store.token_cache_entries = args.token_cache;
     config.store.wal_checkpoint_pages = args.wal_checkpoint_pages;
+    config.store.direct_per_series = args.direct_per_series;
+    config.store.recent_rows_max = args.recent_rows_max;
+    config.store.recent_chunk_rows = args.recent_chunk_rows;
     let state = apr_server::open(&config).expect("open store");
     let aprs: Vec<AprRecord> = (0..=n)
         .map(|i| AprRecord {
@@ -637,9 +649,7 @@ async fn run(args: Args) -> bool {
     // With a disk spool the devices are acknowledged once their packs are on
     // the gateway's disk, before the server has them: the run ends when the
     // server has stored every published reading (or after two minutes).
-    let expected = stored0
-        + counters.packs_sent.load(Ordering::Relaxed) * (per_pack * metrics().len()) as u64
-        + probes;
+    let expected = stored0 + counters.readings_sent.load(Ordering::Relaxed) + probes;
     let wait_until = Instant::now() + Duration::from_secs(120);
     while state.series().readings_stored() < expected && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -654,9 +664,10 @@ async fn run(args: Args) -> bool {
         .zip(&gw_cpu0)
         .map(|(p, c0)| (cpu_seconds_of(&p.pid()) - c0, rss_mib_of(&p.pid())))
         .collect();
-    let sent_packs = counters.packs_sent.load(Ordering::Relaxed);
     let acked_readings = counters.readings_acked.load(Ordering::Relaxed);
-    let published_readings = sent_packs * (per_pack * metrics().len()) as u64;
+    // A report set larger than the devices' pack buffer goes out as several
+    // packs, so readings are counted as the devices sent them.
+    let published_readings = counters.readings_sent.load(Ordering::Relaxed);
     // Probe readings are stored too; count only the sites' own.
     let stored = state.series().readings_stored() - stored0 - probes;
     let rss = rss_mib();

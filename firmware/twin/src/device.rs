@@ -66,6 +66,9 @@ impl DeviceOptions {
 pub struct DeviceCounters {
     /// Packs published for the first time.
     pub packs_sent: AtomicU64,
+    /// Readings in packs published for the first time (a call to
+    /// [`SimDevice::publish`] makes as many packs as its pack buffer needs).
+    pub readings_sent: AtomicU64,
     /// Packs published again (no ack in time, or after a reconnect).
     pub packs_resent: AtomicU64,
     /// Packs acknowledged by the gateway.
@@ -310,6 +313,9 @@ impl SimDevice {
                     .map_err(|_| TwinError::ClientStopped(self.up_topic.clone()))?;
             }
             self.counters.packs_sent.fetch_add(1, Ordering::Relaxed);
+            self.counters
+                .readings_sent
+                .fetch_add(n as u64, Ordering::Relaxed);
             done += n;
             packs += 1;
         }
@@ -473,6 +479,31 @@ async fn publish_due(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn readings_are_counted_per_pack_when_one_call_makes_several() {
+        // No broker listens: before the ack subscription packs wait in the
+        // outbox, which is all this needs.
+        let mut o = DeviceOptions::new("a1", "d1", "127.0.0.1", 1, "a1/d1", "pw");
+        o.pack_buffer = 512;
+        let c = Arc::new(DeviceCounters::default());
+        let mut dev = SimDevice::connect(o, c.clone()).expect("device");
+        let samples: Vec<Sample> = (0..100)
+            .map(|k| Sample {
+                metric: apr_wire::Metric::Chlorine,
+                time: 1_700_000_000.0 + f64::from(k),
+                value: apr_firmware::SampleValue::Number(0.5),
+            })
+            .collect();
+        let packs = dev.publish(&samples).await.expect("publish");
+        assert!(
+            packs > 1,
+            "100 readings in a 512-byte buffer: {packs} pack(s)"
+        );
+        assert_eq!(c.packs_sent.load(Ordering::Relaxed), packs as u64);
+        assert_eq!(c.readings_sent.load(Ordering::Relaxed), 100);
+        assert_eq!(dev.unacked(), packs);
+    }
 
     #[test]
     fn acks_release_exactly_the_named_packs() {
