@@ -649,7 +649,11 @@ async fn run(args: Args) -> bool {
     // With a disk spool the devices are acknowledged once their packs are on
     // the gateway's disk, before the server has them: the run ends when the
     // server has stored every published reading (or after two minutes).
-    let expected = stored0 + counters.readings_sent.load(Ordering::Relaxed) + probes;
+    // A report set larger than the devices' pack buffer goes out as several
+    // packs, so readings are counted as the devices sent them (all sites
+    // have finished, so the count is final).
+    let published_readings = counters.readings_sent.load(Ordering::Relaxed);
+    let expected = stored0 + published_readings + probes;
     let wait_until = Instant::now() + Duration::from_secs(120);
     while state.series().readings_stored() < expected && Instant::now() < wait_until {
         tokio::time::sleep(Duration::from_millis(20)).await;
@@ -665,9 +669,6 @@ async fn run(args: Args) -> bool {
         .map(|(p, c0)| (cpu_seconds_of(&p.pid()) - c0, rss_mib_of(&p.pid())))
         .collect();
     let acked_readings = counters.readings_acked.load(Ordering::Relaxed);
-    // A report set larger than the devices' pack buffer goes out as several
-    // packs, so readings are counted as the devices sent them.
-    let published_readings = counters.readings_sent.load(Ordering::Relaxed);
     // Probe readings are stored too; count only the sites' own.
     let stored = state.series().readings_stored() - stored0 - probes;
     let rss = rss_mib();
