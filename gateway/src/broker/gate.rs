@@ -42,6 +42,9 @@ const MAX_BROKER_PACKET: usize = MAX_PACKET_BYTES + 64 * 1024;
 pub(super) const CLIENT_QUEUE: usize = 64;
 /// How long the broker may take to close after the client went away.
 pub(super) const CLOSE_GRACE: Duration = Duration::from_secs(2);
+
+/// The first byte of an MQTT 3.1.1 DISCONNECT.
+const DISCONNECT_BYTE: u8 = 0xe0;
 /// Read buffer growth step.
 const READ_CHUNK: usize = 32 * 1024;
 
@@ -535,18 +538,20 @@ where
 
     let (to_client, queue) = mpsc::channel::<Bytes>(CLIENT_QUEUE);
     let writer = tokio::spawn(write_client(cw, queue).in_current_span());
-    let client_side = pump_client(cr, buf, bw, to_client.clone(), &grant, shared);
+    let client_side = pump_client(cr, buf, &mut bw, to_client.clone(), &grant, shared);
     let broker_side = pump_broker(br, to_client);
     tokio::pin!(broker_side);
     let result = tokio::select! {
         r = client_side => {
-            // The client is done and the broker has our FIN: let the broker
-            // finish (its last packets, its close) rather than resetting it.
+            // The client is done (its DISCONNECT passed on, or our FIN sent):
+            // let the broker finish (its last packets, its close) rather
+            // than resetting it.
             let _ = tokio::time::timeout(CLOSE_GRACE, &mut broker_side).await;
             r
         }
         r = &mut broker_side => r,
     };
+    drop(bw);
     let _ = writer.await;
     info!(%username, "device disconnected");
     result
@@ -585,11 +590,16 @@ async fn pump_broker(
     }
 }
 
-/// Client → broker: packet by packet, through [`judge`].
+/// Client → broker: packet by packet, through [`judge`]. Ends after a
+/// DISCONNECT is passed on without closing `bw`: rumqttd closes first.
+/// (rumqttd 0.20's remote link, seeing our close before its router drops
+/// the session, sends the router a second disconnect for a connection id
+/// the router may already have given to another device.) Ends with a FIN
+/// on `bw` when the client closes without one.
 async fn pump_client<R: AsyncRead + Unpin>(
     mut cr: R,
     mut buf: BytesMut,
-    mut bw: tokio::net::tcp::OwnedWriteHalf,
+    bw: &mut tokio::net::tcp::OwnedWriteHalf,
     to_client: mpsc::Sender<Bytes>,
     grant: &DeviceGrant,
     shared: &GateShared,
@@ -599,6 +609,11 @@ async fn pump_client<R: AsyncRead + Unpin>(
     loop {
         while let Some((frame, fh)) = next_frame(&mut buf)? {
             match judge(&frame, fh, grant, &mut denied_qos2) {
+                Verdict::Forward if frame.first() == Some(&DISCONNECT_BYTE) => {
+                    out.extend_from_slice(&frame);
+                    bw.write_all(&out).await?;
+                    return Ok(());
+                }
                 Verdict::Forward => out.extend_from_slice(&frame),
                 Verdict::DenyPublish { topic, answer } => {
                     publish_denied(shared, grant, &topic);
