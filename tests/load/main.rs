@@ -108,11 +108,48 @@ struct Args {
     /// The server's `[store] recent_chunk_rows`.
     #[arg(long, default_value_t = apr_server::store::RecentLog::default().chunk_rows)]
     recent_chunk_rows: u64,
+    /// Worker threads of a runtime of the simulated devices' own (0: they
+    /// share the harness's two with the gateways, the server and the probe).
+    /// Real devices are other machines: on their own threads the OS, not
+    /// one tokio queue, shares the cores between them and the system.
+    #[arg(long, default_value_t = 0)]
+    device_threads: usize,
+    /// The nice value of those threads (Linux; with `--device-threads`):
+    /// above 0 the simulated devices yield the cores to the system under
+    /// test, as devices on their own machines would not take them.
+    #[arg(long, default_value_t = 0)]
+    device_nice: i32,
     // `cargo test` passes these to every test binary; accepted and ignored.
     #[arg(long, hide = true)]
     nocapture: bool,
     #[arg(long, hide = true)]
     test_threads: Option<usize>,
+}
+
+/// The name of the simulated devices' threads (with `--device-threads`).
+const DEVICE_THREAD: &str = "sim-device";
+
+/// A runtime of the simulated devices' own, `threads` workers at `nice`
+/// (None for 0 threads: the devices share the harness's runtime).
+fn device_runtime(threads: usize, nice: i32) -> Option<tokio::runtime::Runtime> {
+    if threads == 0 {
+        return None;
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(threads)
+        .thread_name(DEVICE_THREAD)
+        .enable_all()
+        .on_thread_start(move || {
+            if nice != 0 {
+                // On Linux a nice value is per thread; who = 0 is this one.
+                // SAFETY: setpriority reads only its integer arguments.
+                let r = unsafe { libc::setpriority(libc::PRIO_PROCESS, 0, nice) };
+                assert_eq!(r, 0, "cannot set the simulated devices' nice to {nice}");
+            }
+        })
+        .build()
+        .expect("the simulated devices' runtime");
+    Some(rt)
 }
 
 /// The ten numeric metrics of the table: one report of a site.
@@ -506,6 +543,8 @@ async fn run(args: Args) -> bool {
         .map(|p| cpu_seconds_of(&p.pid()))
         .collect();
     let stored0 = state.series().readings_stored();
+    let device_runtime = device_runtime(args.device_threads, args.device_nice);
+    let device_cpu0 = thread_cpu_seconds(DEVICE_THREAD);
     let mut sites = Vec::new();
     for i in 0..n {
         let mut o = DeviceOptions::new(
@@ -520,7 +559,7 @@ async fn run(args: Args) -> bool {
         o.resend_after = Duration::from_secs(15);
         let counters = counters.clone();
         let stop = stop_publishing.clone();
-        sites.push(tokio::spawn(async move {
+        let site = async move {
             let mut dev = SimDevice::connect(o, counters).expect("device");
             let mut seq: u64 = 0;
             let metrics = metrics();
@@ -554,7 +593,11 @@ async fn run(args: Args) -> bool {
             let left = dev.drain(Duration::from_secs(60)).await;
             dev.disconnect().await;
             (left, seq)
-        }));
+        };
+        sites.push(match &device_runtime {
+            Some(rt) => rt.spawn(site),
+            None => tokio::spawn(site),
+        });
     }
 
     // Latency probe.
@@ -570,15 +613,30 @@ async fn run(args: Args) -> bool {
             let mut net = rumqttc::NetworkOptions::new();
             net.set_tcp_nodelay(true);
             el.set_network_options(net);
+            // The gateway's acks (the `bt`s of packs on its disk), as they
+            // arrive: the first half of each probe's way.
+            let (acks_tx, mut acks) = tokio::sync::mpsc::unbounded_channel::<(i64, Instant)>();
             tokio::spawn(async move {
                 loop {
-                    if el.poll().await.is_err() {
-                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    match el.poll().await {
+                        Ok(rumqttc::Event::Incoming(rumqttc::Packet::Publish(p))) => {
+                            let at = Instant::now();
+                            let bts: Vec<f64> =
+                                serde_json::from_slice(&p.payload).unwrap_or_default();
+                            for bt in bts {
+                                let _ = acks_tx.send((bt as i64, at));
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
                     }
                 }
             });
+            let ack_topic = format!("apr/{probe_site}/d/ack");
+            let _ = client.subscribe(ack_topic, QoS::AtLeastOnce).await;
             tokio::time::sleep(Duration::from_millis(300)).await;
             let mut lat = Vec::new();
+            let mut ack_lat = Vec::new();
             // Probes published (a probe that timed out may still be stored).
             let mut probes = 0u64;
             let mut k = 0u64;
@@ -603,9 +661,23 @@ async fn run(args: Args) -> bool {
                 }
                 probes += 1;
                 lat.push(probe_latency_ms(&http, http_addr, &probe_site, &reader, bt, t0).await);
+                // Its ack came before it was queryable (the gateway acks
+                // once the pack is on its disk, then forwards it).
+                let acked = tokio::time::timeout(Duration::from_secs(1), async {
+                    while let Some((b, at)) = acks.recv().await {
+                        if b == bt as i64 {
+                            return Some(at);
+                        }
+                    }
+                    None
+                })
+                .await
+                .ok()
+                .flatten();
+                ack_lat.push(acked.map_or(f64::INFINITY, |at| (at - t0).as_secs_f64() * 1000.0));
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            (lat, probes)
+            (lat, ack_lat, probes)
         })
     };
 
@@ -643,9 +715,14 @@ async fn run(args: Args) -> bool {
         unacked += left;
         site_reports.push(reports);
     }
-    let (mut lat, probes) = probe.await.unwrap_or_default();
+    let device_cpu = thread_cpu_seconds(DEVICE_THREAD) - device_cpu0;
+    if let Some(rt) = device_runtime {
+        rt.shutdown_background();
+    }
+    let (mut lat, mut ack_lat, probes) = probe.await.unwrap_or_default();
     progress.abort();
     lat.sort_by(f64::total_cmp);
+    ack_lat.sort_by(f64::total_cmp);
     // With a disk spool the devices are acknowledged once their packs are on
     // the gateway's disk, before the server has them: the run ends when the
     // server has stored every published reading (or after two minutes).
@@ -694,6 +771,12 @@ async fn run(args: Args) -> bool {
         lat.iter().filter(|v| v.is_infinite()).count(),
         PROBE_TIMEOUT.as_secs()
     );
+    println!(
+        "load: of which publish → on the gateway's disk (the device's ack back) p50 {} ms, p99 {} ms ({} acks not seen)",
+        latency_text(&ack_lat, 0.5),
+        latency_text(&ack_lat, 0.99),
+        ack_lat.iter().filter(|v| v.is_infinite()).count(),
+    );
     let secs = elapsed.as_secs_f64();
     if gw_figures.is_empty() {
         println!("load: process CPU {cpu:.1} s ({:.1} % of one core), RSS {rss:.0} MiB (broker + gateways + server + load generator in one process)", 100.0 * cpu / secs);
@@ -705,6 +788,14 @@ async fn run(args: Args) -> bool {
                 100.0 * c / secs
             );
         }
+    }
+    if args.device_threads > 0 {
+        println!(
+            "load: simulated devices on {} threads of their own at nice {}: CPU {device_cpu:.1} s ({:.1} % of one core, included in the process CPU above)",
+            args.device_threads,
+            args.device_nice,
+            100.0 * device_cpu / publish_end.as_secs_f64().max(1e-9)
+        );
     }
     println!(
         "load: server threads: store writer CPU {writer_cpu:.1} s ({:.1} % of one core, {:.2} µs and {:.0} bytes written per stored reading), alert engine {alert_cpu:.1} s",
